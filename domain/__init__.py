@@ -1,0 +1,1 @@
+"""The business core: pure Python, no framework imports (import-linter enforces it)."""

@@ -1,0 +1,47 @@
+"""Domain errors. Each carries a stable snake_case ``code``; entrypoints map codes to transport statuses."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    code: str = "domain_error"
+    retryable: bool = False
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(DomainError):
+    """The caller asked for something the policy does not allow; nothing was changed."""
+
+    code = "invalid_request"
+
+
+class Unauthenticated(DomainError):
+    """The credentials are missing, malformed, expired or not ours."""
+
+    code = "unauthenticated"
+
+
+class DependencyUnavailable(DomainError):
+    """A dependency (database, object storage, auth server, queue) failed; retrying later may work."""
+
+    code = "dependency_unavailable"
+    retryable = True
+
+
+class StorageUnavailable(DependencyUnavailable):
+    code = "storage_unavailable"
+
+
+class PersistenceUnavailable(DependencyUnavailable):
+    code = "database_unavailable"
+
+
+class AuthUnavailable(DependencyUnavailable):
+    code = "auth_unavailable"

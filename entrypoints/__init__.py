@@ -1,0 +1,1 @@
+"""Doors to the outside world: HTTP, CLI, worker. ``bootstrap`` is the one composition root."""

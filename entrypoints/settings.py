@@ -1,0 +1,127 @@
+"""Configuration, read from the environment once (by bootstrap) into a frozen value."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from domain.model import HARD_MAX_UPLOAD_BYTES, HARD_MAX_URL_TTL_SECONDS
+
+
+class SettingsError(ValueError):
+    """The environment describes a configuration the service refuses to run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    uploads_bucket: str = field(repr=False)
+    processed_bucket: str = field(repr=False)
+    better_auth_url: str
+    database_url: str = "sqlite:///var/tryon.db"
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)
+    aws_region: str = "us-east-1"
+    s3_endpoint_url: str | None = None
+    s3_sse: str = "AES256"
+    s3_sse_kms_key_id: str | None = field(default=None, repr=False)
+    upload_url_ttl_seconds: int = 300
+    max_upload_bytes: int = HARD_MAX_UPLOAD_BYTES
+    better_auth_jwks_url: str = ""
+    better_auth_issuer: str = ""
+    better_auth_audience: str = ""
+    better_auth_secret: str | None = field(default=None, repr=False)
+    auth_mode: str = "jwt"
+    fal_api_key: str | None = field(default=None, repr=False)
+    fal_queue_url: str = "https://queue.fal.run"
+    fal_model: str = "fal-ai/nano-banana/edit"
+    fal_image_url_ttl_seconds: int = 300
+    fal_max_attempts: int = 3
+    fal_result_hosts: tuple[str, ...] = ("fal.media", "*.fal.media")
+    rate_limit_uploads: str = "30/minute"
+    source_retention_seconds: int = 3600
+    unused_upload_ttl_seconds: int = 86400
+    processed_retention_days: int = 30
+
+    def __post_init__(self) -> None:
+        _require(self.uploads_bucket, "UPLOADS_BUCKET")
+        _require(self.processed_bucket, "PROCESSED_BUCKET")
+        _require(self.better_auth_url, "BETTER_AUTH_URL")
+        if self.uploads_bucket == self.processed_bucket:
+            raise SettingsError("UPLOADS_BUCKET and PROCESSED_BUCKET must be different buckets")
+        _bounded("UPLOAD_URL_TTL_SECONDS", self.upload_url_ttl_seconds, HARD_MAX_URL_TTL_SECONDS)
+        _bounded("FAL_IMAGE_URL_TTL_SECONDS", self.fal_image_url_ttl_seconds, HARD_MAX_URL_TTL_SECONDS)
+        _bounded("MAX_UPLOAD_BYTES", self.max_upload_bytes, HARD_MAX_UPLOAD_BYTES)
+        if self.s3_sse not in ("AES256", "aws:kms"):
+            raise SettingsError("S3_SSE must be AES256 or aws:kms")
+        if self.auth_mode not in ("jwt", "session", "both"):
+            raise SettingsError("AUTH_MODE must be jwt, session or both")
+        if self.fal_max_attempts < 1:
+            raise SettingsError("FAL_MAX_ATTEMPTS must be at least 1")
+        origin = self.better_auth_url.rstrip("/")
+        for name, default in (
+            ("better_auth_jwks_url", f"{origin}/api/auth/jwks"),
+            ("better_auth_issuer", origin),
+            ("better_auth_audience", origin),
+        ):
+            if not getattr(self, name):
+                object.__setattr__(self, name, default)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def text(name: str, default: str = "") -> str:
+            return env.get(name, default).strip()
+
+        def optional(name: str) -> str | None:
+            return text(name) or None
+
+        def integer(name: str, default: int) -> int:
+            raw = text(name)
+            if not raw:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+
+        return cls(
+            uploads_bucket=text("UPLOADS_BUCKET"),
+            processed_bucket=text("PROCESSED_BUCKET"),
+            better_auth_url=text("BETTER_AUTH_URL"),
+            database_url=text("DATABASE_URL", "sqlite:///var/tryon.db"),
+            redis_url=text("REDIS_URL", "redis://localhost:6379/0"),
+            aws_region=text("AWS_REGION", "us-east-1"),
+            s3_endpoint_url=optional("S3_ENDPOINT_URL"),
+            s3_sse=text("S3_SSE", "AES256"),
+            s3_sse_kms_key_id=optional("S3_SSE_KMS_KEY_ID"),
+            upload_url_ttl_seconds=integer("UPLOAD_URL_TTL_SECONDS", 300),
+            max_upload_bytes=integer("MAX_UPLOAD_BYTES", HARD_MAX_UPLOAD_BYTES),
+            better_auth_jwks_url=text("BETTER_AUTH_JWKS_URL"),
+            better_auth_issuer=text("BETTER_AUTH_ISSUER"),
+            better_auth_audience=text("BETTER_AUTH_AUDIENCE"),
+            better_auth_secret=optional("BETTER_AUTH_SECRET"),
+            auth_mode=text("AUTH_MODE", "jwt"),
+            fal_api_key=optional("FAL_API_KEY"),
+            fal_queue_url=text("FAL_QUEUE_URL", "https://queue.fal.run"),
+            fal_model=text("FAL_MODEL", "fal-ai/nano-banana/edit"),
+            fal_image_url_ttl_seconds=integer("FAL_IMAGE_URL_TTL_SECONDS", 300),
+            fal_max_attempts=integer("FAL_MAX_ATTEMPTS", 3),
+            fal_result_hosts=tuple(
+                h.strip() for h in text("FAL_RESULT_HOSTS", "fal.media,*.fal.media").split(",") if h.strip()
+            ),
+            rate_limit_uploads=text("RATE_LIMIT_UPLOADS", "30/minute"),
+            source_retention_seconds=integer("SOURCE_RETENTION_SECONDS", 3600),
+            unused_upload_ttl_seconds=integer("UNUSED_UPLOAD_TTL_SECONDS", 86400),
+            processed_retention_days=integer("PROCESSED_RETENTION_DAYS", 30),
+        )
+
+
+def _require(value: str, name: str) -> None:
+    if not value:
+        raise SettingsError(f"{name} is required but not set")
+
+
+def _bounded(name: str, value: int, maximum: int) -> None:
+    if not 1 <= value <= maximum:
+        raise SettingsError(f"{name}={value} is refused: it must be between 1 and {maximum}")
