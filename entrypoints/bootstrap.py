@@ -1,0 +1,89 @@
+"""The one composition root: builds every adapter from Settings; tests pass fakes as keyword overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
+from adapters.peewee_db import PeeweeUnitOfWork, bind, open_database, ping
+from adapters.redis_store import RedisProbe, connect_redis
+from adapters.s3_storage import S3BucketProbe, S3UploadUrlSigner, make_s3_client
+from adapters.system import RandomIds, SystemClock
+from domain.ports import Authenticator, Clock, IdGenerator, UnitOfWork, UploadUrlSigner
+from domain.scrubbing import Scrubber
+from domain.uploads import UploadIssuer, UploadPolicy
+from entrypoints.settings import Settings
+
+ReadinessCheck = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    scrubber: Scrubber
+    authenticator: Authenticator
+    upload_issuer: UploadIssuer
+    readiness_checks: Mapping[str, ReadinessCheck]
+    rate_limit_storage_uri: str = field(repr=False)
+    end_request: Callable[[], None] = lambda: None
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    authenticator: Authenticator | None = None,
+    signer: UploadUrlSigner | None = None,
+    unit_of_work: Callable[[], UnitOfWork] | None = None,
+    clock: Clock | None = None,
+    ids: IdGenerator | None = None,
+    readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+    rate_limit_storage_uri: str | None = None,
+) -> Services:
+    settings = settings or Settings.from_env()
+    checks: dict[str, ReadinessCheck] = {}
+    end_request: Callable[[], None] = lambda: None
+
+    if unit_of_work is None:
+        database = open_database(settings.database_url)
+        bind(database)
+        unit_of_work = lambda: PeeweeUnitOfWork(database)  # noqa: E731
+        checks["database"] = lambda: ping(database)
+        end_request = lambda: None if database.is_closed() else database.close()  # noqa: E731
+
+    if signer is None:
+        s3 = make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)
+        signer = S3UploadUrlSigner(
+            s3, settings.uploads_bucket, sse=settings.s3_sse, kms_key_id=settings.s3_sse_kms_key_id
+        )
+        checks["storage"] = S3BucketProbe(s3, (settings.uploads_bucket, settings.processed_bucket)).check
+
+    if rate_limit_storage_uri is None:
+        rate_limit_storage_uri = settings.redis_url
+        checks["redis"] = RedisProbe(connect_redis(settings.redis_url)).check
+
+    if authenticator is None:
+        authenticator = BetterAuthJwtAuthenticator(
+            jwks_url=settings.better_auth_jwks_url,
+            issuer=settings.better_auth_issuer,
+            audience=settings.better_auth_audience,
+        )
+
+    issuer = UploadIssuer(
+        policy=UploadPolicy(
+            max_upload_bytes=settings.max_upload_bytes, url_ttl_seconds=settings.upload_url_ttl_seconds
+        ),
+        signer=signer,
+        unit_of_work=unit_of_work,
+        clock=clock or SystemClock(),
+        ids=ids or RandomIds(),
+    )
+    return Services(
+        settings=settings,
+        scrubber=Scrubber([settings.uploads_bucket, settings.processed_bucket, settings.fal_api_key]),
+        authenticator=authenticator,
+        upload_issuer=issuer,
+        readiness_checks=checks if readiness_checks is None else readiness_checks,
+        rate_limit_storage_uri=rate_limit_storage_uri,
+        end_request=end_request,
+    )

@@ -1,0 +1,76 @@
+"""`tryon`: the console script behind the Procfile's worker and release processes, and operators' tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from entrypoints.settings import Settings, SettingsError
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from adapters.peewee_db import migrate, open_database
+
+    applied = migrate(open_database(settings.database_url))
+    print(f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else " (up to date)"))
+    return 0
+
+
+def _provision(settings: Settings, _: argparse.Namespace) -> int:
+    from adapters.s3_provisioning import S3BucketProvisioner
+    from adapters.s3_storage import make_s3_client
+
+    provisioner = S3BucketProvisioner(
+        make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url),
+        region=settings.aws_region,
+        sse=settings.s3_sse,
+        kms_key_id=settings.s3_sse_kms_key_id,
+    )
+    for role, bucket in (("uploads", settings.uploads_bucket), ("processed", settings.processed_bucket)):
+        print(f"{role} bucket: {provisioner.ensure_private_bucket(bucket)}, encrypted, public access blocked")
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from entrypoints.worker import run_worker
+
+    return run_worker(settings, burst=args.burst)
+
+
+def _demo(_: Settings | None, args: argparse.Namespace) -> int:
+    from entrypoints.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tryon", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(run=_migrate)
+    commands.add_parser("provision", help="create and harden both buckets (idempotent)").set_defaults(
+        run=_provision
+    )
+    worker = commands.add_parser("worker", help="run an RQ worker with its scheduler")
+    worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    worker.set_defaults(run=_worker)
+    commands.add_parser("demo", help="run the end-to-end walk-through on loopback").set_defaults(
+        run=_demo, needs_settings=False
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = None
+    if getattr(args, "needs_settings", True):
+        try:
+            settings = Settings.from_env()
+        except SettingsError as error:
+            print(f"tryon: configuration refused: {error}", file=sys.stderr)
+            return 2
+    return int(args.run(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

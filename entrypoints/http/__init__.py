@@ -1,0 +1,1 @@
+"""The REST API: Flask app factory, flask-smorest blueprints, schemas and the one error envelope."""

@@ -1,0 +1,66 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response
+from flask_smorest import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from entrypoints.bootstrap import Services, bootstrap
+from entrypoints.http import ops, uploads
+from entrypoints.http.problems import ProblemSchema, http_exception_response, register_error_handlers
+from entrypoints.http.rate_limits import install_rate_limits
+from entrypoints.http.request_log import install_request_logging
+from entrypoints.http.security import BEARER_SCHEME, authenticate_request
+from entrypoints.logs import configure_logging
+
+MAX_JSON_BODY_BYTES = 64 * 1024
+
+
+class ProblemApi(Api):  # type: ignore[misc]
+    """flask-smorest's Api, documenting and rendering errors as RFC 9457 problems."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def handle_http_exception(self, error: Any) -> Response:
+        return http_exception_response(error)
+
+
+def create_app(services: Services | None = None, *, configure_logs: bool = True) -> Flask:
+    services = services or bootstrap()
+    if configure_logs:
+        configure_logging(services.scrubber)
+    app = Flask("tryon")
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)  # type: ignore[method-assign]
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_JSON_BODY_BYTES,
+        API_TITLE="Hairfluencer try-on API",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+    app.extensions["tryon"] = services
+
+    install_request_logging(app)
+    app.before_request(authenticate_request)
+    install_rate_limits(
+        app,
+        storage_uri=services.rate_limit_storage_uri,
+        uploads=uploads.blp,
+        uploads_limit=services.settings.rate_limit_uploads,
+    )
+    app.teardown_request(lambda _error: services.end_request())
+
+    api = ProblemApi(app)
+    api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
+    api.register_blueprint(ops.blp)
+    api.register_blueprint(uploads.blp)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,47 @@
+"""Request and response bodies of /v1, as marshmallow schemas (they also feed /openapi.json).
+
+Schemas check shapes and types; the domain policy checks values, so each refusal has one stable code.
+"""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from domain.model import ALLOWED_CONTENT_TYPES, HARD_MAX_UPLOAD_BYTES
+
+
+class UploadRequestSchema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    content_type = ma.fields.String(
+        required=True,
+        metadata={"description": "The exact MIME type the client will PUT.", "enum": list(ALLOWED_CONTENT_TYPES)},
+    )
+    content_length = ma.fields.Integer(
+        required=True,
+        strict=True,
+        metadata={
+            "description": "Exact size in bytes; at most MAX_UPLOAD_BYTES.",
+            "minimum": 1,
+            "maximum": HARD_MAX_UPLOAD_BYTES,
+        },
+    )
+    checksum_sha256 = ma.fields.String(
+        load_default=None,
+        metadata={"description": "Optional base64 of the SHA-256 of the bytes; S3 then verifies it."},
+    )
+
+
+class UploadTicketSchema(ma.Schema):
+    upload_id = ma.fields.String(required=True)
+    object_key = ma.fields.String(required=True, metadata={"example": "uploads/<user_id>/<upload_id>"})
+    method = ma.fields.String(required=True, metadata={"example": "PUT"})
+    url = ma.fields.String(required=True, metadata={"description": "Pre-signed, single-use, short-lived."})
+    expires_at = ma.fields.DateTime(required=True, format="iso")
+    headers = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.String(),
+        required=True,
+        metadata={"description": "Send exactly these headers with the PUT; S3 rejects anything else."},
+    )

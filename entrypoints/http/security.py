@@ -1,0 +1,34 @@
+"""Authentication of every /v1 request before anything else (rate limits, body parsing) runs."""
+
+from __future__ import annotations
+
+from flask import current_app, g, request
+
+from domain.errors import Unauthenticated
+from domain.ports import Authenticator, Credentials
+
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/docs")
+BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+
+
+def credentials_from_request() -> Credentials:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    bearer = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return Credentials(bearer=bearer, cookies=dict(request.cookies))
+
+
+def authenticate_request() -> None:
+    """Sets ``g.user_id`` for protected endpoints; unknown routes fall through to 404/405."""
+    if request.endpoint is None or not request.path.startswith("/v1/"):
+        return
+    authenticator: Authenticator = current_app.extensions["tryon"].authenticator
+    credentials = credentials_from_request()
+    if credentials.bearer is None and not credentials.cookies:
+        raise Unauthenticated("an Authorization: Bearer token is required")
+    g.user_id = authenticator.authenticate(credentials)
+
+
+def current_user_id() -> str:
+    user_id: str = g.user_id
+    return user_id

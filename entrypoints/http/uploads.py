@@ -1,0 +1,47 @@
+"""/v1/uploads: issuing pre-signed upload URLs (US1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from domain.model import UploadRequest
+from entrypoints.http.schemas import UploadRequestSchema, UploadTicketSchema
+from entrypoints.http.security import current_user_id
+
+blp = Blueprint("uploads", __name__, url_prefix="/v1/uploads", description="Private selfie uploads")
+
+
+@blp.route("")
+class Uploads(MethodView):
+    @blp.arguments(UploadRequestSchema)
+    @blp.response(201, UploadTicketSchema)
+    @blp.alt_response(401, response="DEFAULT_ERROR", description="Missing or invalid token")
+    @blp.alt_response(422, response="DEFAULT_ERROR", description="Type, size or checksum refused")
+    @blp.alt_response(429, response="DEFAULT_ERROR", description="Per-user rate limit; see Retry-After")
+    @blp.alt_response(503, response="DEFAULT_ERROR", description="A dependency is down; retryable")
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Get a pre-signed, single-use PUT URL for one selfie.
+
+        The client PUTs the bytes to ``url`` with exactly ``headers``. S3 enforces the lifetime, type,
+        length, checksum, encryption and single use (a second PUT gets 412).
+        """
+        issued = current_app.extensions["tryon"].upload_issuer.issue(
+            current_user_id(),
+            UploadRequest(
+                content_type=body["content_type"],
+                content_length=body["content_length"],
+                checksum_sha256=body["checksum_sha256"],
+            ),
+        )
+        return {
+            "upload_id": issued.intent.upload_id,
+            "object_key": issued.intent.object_key,
+            "method": "PUT",
+            "url": str(issued.request.url),
+            "expires_at": issued.intent.expires_at,
+            "headers": issued.request.headers,
+        }
