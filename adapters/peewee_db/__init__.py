@@ -1,0 +1,22 @@
+"""Peewee persistence: SQLite in development, PostgreSQL in production, the same code for both."""
+
+from adapters.peewee_db.database import bind, database_proxy, open_database, ping
+from adapters.peewee_db.migrations import MIGRATIONS, Migration, migrate
+from adapters.peewee_db.models import AuditRow, UploadRow
+from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository
+from adapters.peewee_db.unit_of_work import PeeweeUnitOfWork
+
+__all__ = [
+    "MIGRATIONS",
+    "AuditRow",
+    "Migration",
+    "PeeweeAuditLog",
+    "PeeweeUnitOfWork",
+    "PeeweeUploadRepository",
+    "UploadRow",
+    "bind",
+    "database_proxy",
+    "migrate",
+    "open_database",
+    "ping",
+]

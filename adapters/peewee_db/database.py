@@ -1,0 +1,115 @@
+"""Opening the database named by DATABASE_URL, the model proxy, and the readiness probe."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import peewee
+from playhouse import db_url
+
+from domain.errors import PersistenceUnavailable
+
+SQLITE_PRAGMAS: dict[str, object] = {"busy_timeout": 5000, "journal_mode": "wal", "foreign_keys": 1}
+SQLITE_LOCKED_RETRY_SECONDS = 5.0
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+
+database_proxy = peewee.DatabaseProxy()
+
+# Connection-level failures (refused, dropped, timed out, locked): retrying later may work.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (peewee.OperationalError, peewee.InterfaceError)
+
+
+def open_database(url: str) -> peewee.Database:
+    """A lazily-connecting database for ``url``: no connection is opened here.
+
+    SQLite gets WAL, enforced foreign keys and a busy timeout (its parent directory is created);
+    Postgres gets a connect timeout unless the URL sets ``connect_timeout`` itself.
+    """
+    scheme = urlparse(url).scheme
+    params = db_url.parse(url)
+    if scheme == "sqlite":
+        _create_parent_directory(str(params["database"]))
+        return PatientSqliteDatabase(pragmas=SQLITE_PRAGMAS, **params)
+    if scheme.startswith("sqlite"):
+        _create_parent_directory(str(params["database"]))
+        db: peewee.Database = db_url.connect(url, pragmas=SQLITE_PRAGMAS)
+        return db
+    if scheme.startswith("postgres") and "connect_timeout" not in params:
+        db = db_url.connect(url, connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS)
+        return db
+    db = db_url.connect(url)
+    return db
+
+
+class PatientSqliteDatabase(peewee.SqliteDatabase):
+    """Waits out the lock a concurrent first connection holds while the file switches to WAL.
+
+    SQLite answers that switch with "database is locked" at once, ignoring busy_timeout, so two
+    processes opening a new database together would otherwise fail. Peewee calls ``_set_pragmas``
+    for every new connection (and closes the connection if it raises).
+    """
+
+    def _set_pragmas(self, conn: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + SQLITE_LOCKED_RETRY_SECONDS
+        while True:
+            try:
+                for name, value in SQLITE_PRAGMAS.items():
+                    conn.execute(f"PRAGMA {name} = {value}")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
+
+def _create_parent_directory(path: str) -> None:
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def execute_sql(db: peewee.Database, sql: str, params: Sequence[object] = ()) -> Any:
+    """``db.execute_sql`` with types: peewee's bundled stubs leave it unannotated."""
+    return db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+
+
+def bind(db: peewee.Database) -> None:
+    """Point the models' ``database_proxy`` at ``db`` (done once, by bootstrap)."""
+    database_proxy.initialize(db)
+
+
+def is_postgres(db: peewee.Database) -> bool:
+    return isinstance(db, peewee.PostgresqlDatabase)
+
+
+@contextlib.contextmanager
+def unavailable_on_failure(what: str) -> Iterator[None]:
+    """Turn driver-level connection failures into ``PersistenceUnavailable``; integrity errors pass."""
+    try:
+        yield
+    except UNAVAILABLE_ERRORS as error:
+        raise PersistenceUnavailable(f"{what}: the database is unavailable") from error
+
+
+def ping(db: peewee.Database) -> None:
+    """Round-trip ``SELECT 1``; raise ``PersistenceUnavailable`` if the database does not answer."""
+    try:
+        with unavailable_on_failure("readiness check"):
+            db.connect(reuse_if_open=True)
+            execute_sql(db, "SELECT 1").fetchone()
+    except PersistenceUnavailable:
+        _discard_broken_connection(db)
+        raise
+
+
+def _discard_broken_connection(db: peewee.Database) -> None:
+    """Forget a dead connection so the next attempt reconnects instead of reusing it."""
+    if db.in_transaction():
+        return
+    with contextlib.suppress(*UNAVAILABLE_ERRORS):
+        db.close()

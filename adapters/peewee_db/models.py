@@ -1,0 +1,71 @@
+"""Row shapes of the tables ``migrations.py`` creates. The DDL lives there; these only map columns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee
+
+from adapters.peewee_db.database import database_proxy
+
+
+class UtcDateTimeField(peewee.DateTimeField):
+    """A timezone-aware UTC instant, identical after a round trip on SQLite and Postgres.
+
+    Written as an aware UTC datetime (Postgres ``TIMESTAMPTZ``; SQLite text
+    ``YYYY-MM-DD HH:MM:SS[.ffffff]+00:00``, which sorts chronologically); read back with
+    ``tzinfo=UTC`` whatever the session time zone. Naive datetimes are refused, never guessed.
+    """
+
+    field_type = "TIMESTAMPTZ"
+
+    def db_value(self, value: Any) -> Any:
+        if value is None or not isinstance(value, datetime):
+            return value
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{self.name} must be a timezone-aware datetime")
+        return value.astimezone(UTC)
+
+    def python_value(self, value: Any) -> Any:
+        parsed = super().python_value(value)  # type: ignore[no-untyped-call]
+        if not isinstance(parsed, datetime):
+            return parsed
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+
+
+class BaseRow(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class UploadRow(BaseRow):
+    upload_id = peewee.CharField(max_length=64, primary_key=True)
+    user_id = peewee.CharField(max_length=128, index=True)
+    object_key = peewee.CharField(max_length=512, unique=True)
+    content_type = peewee.CharField(max_length=128)
+    content_length = peewee.BigIntegerField()
+    checksum_sha256 = peewee.CharField(max_length=64, null=True)
+    status = peewee.CharField(max_length=32)
+    created_at = UtcDateTimeField()
+    expires_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "uploads"
+
+
+class AuditRow(BaseRow):
+    id = peewee.BigAutoField()
+    occurred_at = UtcDateTimeField(index=True)
+    event = peewee.CharField(max_length=64, index=True)
+    actor_id = peewee.CharField(max_length=128, null=True, index=True)
+    subject_id = peewee.CharField(max_length=128, null=True)
+    outcome = peewee.CharField(max_length=32)
+    reason = peewee.TextField(null=True)
+    details = peewee.TextField()
+
+    class Meta:
+        table_name = "audit_events"

@@ -1,0 +1,67 @@
+"""One database transaction around the upload repository and the audit log."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import peewee
+
+from adapters.peewee_db.database import unavailable_on_failure
+from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository
+from domain.errors import PersistenceUnavailable
+from domain.ports import UnitOfWork
+
+
+class _Uncommitted(Exception):
+    """Never raised: handed to peewee's ``atomic().__exit__`` to make it roll back."""
+
+
+class PeeweeUnitOfWork(UnitOfWork):
+    """``with PeeweeUnitOfWork(db) as uow: ...; uow.commit()``: all of it, or (without commit) none of it.
+
+    Connects if needed but never closes: the HTTP layer closes the connection per request. Inside an
+    enclosing transaction the block becomes a savepoint. Writes after ``commit()`` need another
+    ``commit()``; anything uncommitted when the block ends, normally or by an exception, is rolled back.
+    """
+
+    uploads: PeeweeUploadRepository
+    audit: PeeweeAuditLog
+
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
+        self.uploads = PeeweeUploadRepository(db)
+        self.audit = PeeweeAuditLog(db)
+        self._atomic: Any = None
+        self._transaction: Any = None
+
+    def __enter__(self) -> PeeweeUnitOfWork:
+        if self._atomic is not None:
+            raise RuntimeError("a PeeweeUnitOfWork cannot be entered twice at once")
+        with unavailable_on_failure("starting a transaction"):
+            self._db.connect(reuse_if_open=True)
+            atomic = self._db.atomic()
+            self._transaction = atomic.__enter__()
+        self._atomic = atomic
+        return self
+
+    def commit(self) -> None:
+        if self._transaction is None:
+            raise RuntimeError("commit() called outside the unit of work's with-block")
+        with unavailable_on_failure("committing"):
+            self._transaction.commit()  # begins a fresh transaction (or savepoint) for later writes
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        atomic, self._atomic, self._transaction = self._atomic, None, None
+        try:
+            with unavailable_on_failure("rolling back"):
+                atomic.__exit__(exc_type or _Uncommitted, exc, tb)
+        except PersistenceUnavailable:
+            # A failed rollback on a dead connection explains less than the block's own error.
+            if exc_type is None:
+                raise

@@ -1,0 +1,406 @@
+"""The Peewee adapter against real SQLite and real PostgreSQL (an isolated schema per test)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import peewee
+import psycopg2
+import pytest
+
+from adapters.peewee_db import (
+    PeeweeAuditLog,
+    PeeweeUnitOfWork,
+    PeeweeUploadRepository,
+    migrate,
+    open_database,
+    ping,
+)
+from domain.errors import PersistenceUnavailable
+from domain.model import AuditEvent, UploadIntent, UploadStatus
+
+pytestmark = pytest.mark.integration
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+NOTHING_LISTENS_URL = "postgresql://postgres@127.0.0.1:1/test"
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    opened: list[peewee.Database] = field(default_factory=list)
+
+    def open(self) -> peewee.Database:
+        """A new, independent connection to the same database."""
+        db = open_database(self.url)
+        self.opened.append(db)
+        return db
+
+    def close_all(self) -> None:
+        for db in self.opened:
+            if not db.is_closed():
+                db.close()
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query), ("options", f"-c search_path={schema}")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _postgres_admin() -> psycopg2.extensions.connection:
+    try:
+        connection = psycopg2.connect(POSTGRES_URL, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        reason = str(error).strip()
+    else:
+        connection.autocommit = True
+        return connection
+    pytest.fail(
+        f"PostgreSQL is unreachable at TEST_POSTGRES_URL={POSTGRES_URL!r} ({reason}). "
+        "These tests need it: start the server or point TEST_POSTGRES_URL at one.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        sqlite = Backend("sqlite", f"sqlite:///{tmp_path}/nested/tryon.db")
+        yield sqlite
+        sqlite.close_all()
+        return
+    schema = f"tryon_test_{secrets.token_hex(6)}"
+    admin = _postgres_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{schema}"')
+    postgres = Backend("postgres", _with_search_path(POSTGRES_URL, schema))
+    try:
+        yield postgres
+    finally:
+        postgres.close_all()
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+@pytest.fixture
+def db(backend: Backend) -> peewee.Database:
+    database = backend.open()
+    migrate(database)
+    return database
+
+
+def an_intent(upload_id: str = "up_1", *, user_id: str = "user_1", **changes: object) -> UploadIntent:
+    values: dict[str, object] = {
+        "upload_id": upload_id,
+        "user_id": user_id,
+        "object_key": f"uploads/{user_id}/{upload_id}",
+        "content_type": "image/jpeg",
+        "content_length": 5 * 1024 * 1024,
+        "checksum_sha256": None,
+        "created_at": T0,
+        "expires_at": T0 + timedelta(seconds=300),
+    }
+    values.update(changes)
+    return UploadIntent(**values)  # type: ignore[arg-type]
+
+
+def an_event(subject_id: str = "up_1", *, actor_id: str | None = "user_1", **changes: object) -> AuditEvent:
+    values: dict[str, object] = {
+        "event": "upload.issued",
+        "actor_id": actor_id,
+        "subject_id": subject_id,
+        "outcome": "success",
+        "occurred_at": T0,
+        "details": {"ttl_seconds": 300, "content_type": "image/jpeg", "checksum_supplied": False},
+    }
+    values.update(changes)
+    return AuditEvent(**values)  # type: ignore[arg-type]
+
+
+def test_migrating_applies_every_migration_once_then_nothing(backend: Backend) -> None:
+    database = backend.open()
+
+    assert migrate(database) == ["create_uploads_and_audit_events"]
+    assert migrate(database) == []
+    assert migrate(backend.open()) == []
+
+
+def test_two_release_processes_migrating_at_once_apply_each_migration_once(backend: Backend) -> None:
+    databases = [backend.open(), backend.open()]
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run(database: peewee.Database) -> None:
+        try:
+            results.append(migrate(database))
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            database.close()
+
+    threads = [threading.Thread(target=run, args=(database,)) for database in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert sorted(results) == [[], ["create_uploads_and_audit_events"]]
+
+
+@pytest.mark.parametrize(
+    "intent",
+    [
+        an_intent(),
+        an_intent(
+            "up_2",
+            checksum_sha256="n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
+            status=UploadStatus.VERIFIED,
+            created_at=datetime(2025, 1, 1, tzinfo=UTC),
+            expires_at=datetime(2025, 1, 1, 0, 5, tzinfo=UTC),
+        ),
+    ],
+    ids=["issued-without-checksum", "verified-with-checksum"],
+)
+def test_an_added_upload_intent_reads_back_identically(
+    backend: Backend, db: peewee.Database, intent: UploadIntent
+) -> None:
+    with PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(intent)
+        uow.commit()
+
+    read_back = PeeweeUploadRepository(backend.open()).get(intent.upload_id)
+
+    assert read_back == intent
+    assert read_back is not None
+    assert read_back.created_at.tzinfo is UTC
+    assert read_back.expires_at.tzinfo is UTC
+
+
+def test_times_in_another_zone_are_stored_as_the_same_instant_in_utc(db: peewee.Database) -> None:
+    paris = timezone(timedelta(hours=1))
+    with PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(an_intent(created_at=T0.astimezone(paris), expires_at=T0.astimezone(paris)))
+        uow.commit()
+
+    read_back = PeeweeUploadRepository(db).get("up_1")
+
+    assert read_back is not None
+    assert read_back.created_at == T0
+    assert read_back.created_at.tzinfo is UTC
+
+
+def test_naive_datetimes_are_refused(db: peewee.Database) -> None:
+    with PeeweeUnitOfWork(db) as uow, pytest.raises(ValueError, match="timezone-aware"):
+        uow.uploads.add(an_intent(created_at=datetime(2025, 3, 1, 12, 0)))
+
+
+def test_getting_an_unknown_upload_returns_none(db: peewee.Database) -> None:
+    assert PeeweeUploadRepository(db).get("no_such_upload") is None
+
+
+def test_adding_the_same_upload_twice_raises_an_integrity_error(db: peewee.Database) -> None:
+    with PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(an_intent())
+        uow.commit()
+
+    with PeeweeUnitOfWork(db) as uow, pytest.raises(peewee.IntegrityError):
+        uow.uploads.add(an_intent())
+
+
+def test_an_upload_and_its_audit_event_are_committed_together(backend: Backend, db: peewee.Database) -> None:
+    with PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(an_intent())
+        uow.audit.append(an_event(reason="first upload"))
+        uow.commit()
+
+    elsewhere = backend.open()
+    assert PeeweeUploadRepository(elsewhere).get("up_1") == an_intent()
+    assert PeeweeAuditLog(elsewhere).events() == [an_event(reason="first upload")]
+
+
+def test_nothing_is_kept_when_the_block_ends_without_commit(backend: Backend, db: peewee.Database) -> None:
+    with PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(an_intent())
+        uow.audit.append(an_event())
+
+    for database in (db, backend.open()):
+        assert PeeweeUploadRepository(database).get("up_1") is None
+        assert PeeweeAuditLog(database).events() == []
+
+
+def test_an_exception_inside_the_block_rolls_everything_back_and_propagates(
+    backend: Backend, db: peewee.Database
+) -> None:
+    with pytest.raises(RuntimeError, match="signing failed"), PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(an_intent())
+        uow.audit.append(an_event())
+        raise RuntimeError("signing failed")
+
+    for database in (db, backend.open()):
+        assert PeeweeUploadRepository(database).get("up_1") is None
+        assert PeeweeAuditLog(database).events() == []
+
+
+def test_an_exception_after_commit_keeps_what_was_committed(db: peewee.Database) -> None:
+    with pytest.raises(RuntimeError), PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(an_intent())
+        uow.audit.append(an_event())
+        uow.commit()
+        uow.uploads.add(an_intent("up_2"))
+        raise RuntimeError("enqueueing failed")
+
+    assert PeeweeUploadRepository(db).get("up_1") == an_intent()
+    assert PeeweeUploadRepository(db).get("up_2") is None
+    assert PeeweeAuditLog(db).events() == [an_event()]
+
+
+def test_writes_after_a_commit_need_another_commit(db: peewee.Database) -> None:
+    with PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(an_intent())
+        uow.commit()
+        uow.uploads.add(an_intent("up_2"))
+
+    assert PeeweeUploadRepository(db).get("up_1") is not None
+    assert PeeweeUploadRepository(db).get("up_2") is None
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE audit_events SET outcome = 'failure'", "DELETE FROM audit_events"],
+    ids=["update", "delete"],
+)
+def test_audit_rows_cannot_be_changed_or_removed_by_raw_sql(db: peewee.Database, statement: str) -> None:
+    with PeeweeUnitOfWork(db) as uow:
+        uow.audit.append(an_event())
+        uow.commit()
+
+    with pytest.raises(peewee.IntegrityError, match="append-only"), db.atomic():
+        db.execute_sql(statement)
+
+    assert PeeweeAuditLog(db).events() == [an_event()]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_the_audit_table_cannot_be_truncated_on_postgres(db: peewee.Database) -> None:
+    with PeeweeUnitOfWork(db) as uow:
+        uow.audit.append(an_event())
+        uow.commit()
+
+    with pytest.raises(peewee.IntegrityError, match="append-only"), db.atomic():
+        db.execute_sql("TRUNCATE audit_events")
+
+    assert PeeweeAuditLog(db).events() == [an_event()]
+
+
+def test_events_are_listed_in_append_order_and_filtered_by_time_and_user(db: peewee.Database) -> None:
+    early = an_event("up_1", actor_id="alice", occurred_at=T0)
+    anonymous = an_event("up_2", actor_id=None, occurred_at=T0 + timedelta(minutes=1), outcome="denied")
+    late = an_event("up_3", actor_id="bob", occurred_at=T0 + timedelta(minutes=2))
+    later_but_first = an_event("up_4", actor_id="alice", occurred_at=T0 + timedelta(minutes=3))
+    with PeeweeUnitOfWork(db) as uow:
+        for event in (early, anonymous, late, later_but_first):
+            uow.audit.append(event)
+        uow.commit()
+    log = PeeweeAuditLog(db)
+
+    assert log.events() == [early, anonymous, late, later_but_first]
+    assert log.events(since=T0 + timedelta(minutes=1)) == [anonymous, late, later_but_first]
+    assert log.events(since=T0 + timedelta(minutes=1, microseconds=1)) == [late, later_but_first]
+    assert log.events(user_id="alice") == [early, later_but_first]
+    assert log.events(since=T0 + timedelta(seconds=1), user_id="alice") == [later_but_first]
+    assert log.events(user_id="nobody") == []
+
+
+def test_audit_details_are_stored_as_sorted_json(db: peewee.Database) -> None:
+    with PeeweeUnitOfWork(db) as uow:
+        uow.audit.append(an_event(details={"b": 1, "a": [1, "x"], "nested": {"z": None}}))
+        uow.commit()
+
+    (stored,) = db.execute_sql("SELECT details FROM audit_events").fetchall()
+
+    assert stored[0] == '{"a": [1, "x"], "b": 1, "nested": {"z": null}}'
+
+
+def test_sqlite_opens_in_wal_mode_with_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path}/a/b/tryon.db")
+    try:
+        pragmas = {
+            name: db.execute_sql(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "foreign_keys", "busy_timeout")
+        }
+    finally:
+        db.close()
+
+    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000}
+    assert (tmp_path / "a" / "b" / "tryon.db").is_file()
+
+
+def test_postgres_connections_time_out_after_a_few_seconds_unless_the_url_says_otherwise() -> None:
+    assert open_database("postgresql://u@db.internal/tryon").connect_params["connect_timeout"] == 5
+    assert open_database("postgres://u@db/tryon?connect_timeout=2").connect_params["connect_timeout"] == 2
+
+
+def test_ping_answers_when_the_database_is_up(backend: Backend) -> None:
+    ping(backend.open())
+
+
+def test_a_database_nobody_listens_on_is_unavailable_to_the_unit_of_work() -> None:
+    db = open_database(NOTHING_LISTENS_URL)
+
+    with pytest.raises(PersistenceUnavailable) as raised, PeeweeUnitOfWork(db):
+        pytest.fail("the block must not run")
+
+    assert isinstance(raised.value.__cause__, peewee.OperationalError)
+    assert raised.value.retryable
+
+
+def test_a_database_nobody_listens_on_is_unavailable_to_ping_and_migrate() -> None:
+    db = open_database(NOTHING_LISTENS_URL)
+
+    with pytest.raises(PersistenceUnavailable):
+        ping(db)
+    with pytest.raises(PersistenceUnavailable):
+        migrate(db)
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+    db = peewee.SqliteDatabase(str(tmp_path))  # a directory, not a database file
+
+    with pytest.raises(PersistenceUnavailable):
+        ping(db)
+    with pytest.raises(PersistenceUnavailable), PeeweeUnitOfWork(db):
+        pytest.fail("the block must not run")
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_is_unavailable_and_ping_then_reconnects() -> None:
+    db = open_database(POSTGRES_URL)
+    admin = _postgres_admin()
+    try:
+        ping(db)
+        backend_pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+
+        with pytest.raises(PersistenceUnavailable), PeeweeUnitOfWork(db):
+            pytest.fail("the block must not run")
+        db.close()  # what the HTTP layer does at the end of every request
+
+        ping(db)
+    finally:
+        admin.close()
+        if not db.is_closed():
+            db.close()
