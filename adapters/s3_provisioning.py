@@ -37,7 +37,9 @@ class S3BucketProvisioner:
             )
             self._client.put_bucket_encryption(
                 Bucket=bucket,
-                ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": self._sse_rule()}]},
+                ServerSideEncryptionConfiguration={
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": self._sse_rule()}]
+                },
             )
         except (BotoCoreError, ClientError) as error:
             raise StorageUnavailable("could not provision a bucket") from error

@@ -82,7 +82,7 @@ class UploadIssuer:
         self._policy.check(request)
         upload_id = self._ids.new_id()
         key = upload_object_key(user_id, upload_id)
-        now = self._clock.now()
+        now = self._clock.now().replace(microsecond=0)  # S3 signs whole seconds (X-Amz-Date)
         ttl = self._policy.url_ttl_seconds
         intent = UploadIntent(
             upload_id=upload_id,

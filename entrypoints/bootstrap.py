@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+
+from peewee import Database
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
 from adapters.peewee_db import PeeweeUnitOfWork, bind, open_database, ping
@@ -18,6 +21,12 @@ from entrypoints.settings import Settings
 ReadinessCheck = Callable[[], None]
 
 
+def close_connection(database: Database) -> None:
+    """Peewee keeps one connection per thread: close it when the request ends."""
+    if not database.is_closed():
+        database.close()
+
+
 @dataclass(frozen=True)
 class Services:
     settings: Settings
@@ -26,7 +35,7 @@ class Services:
     upload_issuer: UploadIssuer
     readiness_checks: Mapping[str, ReadinessCheck]
     rate_limit_storage_uri: str = field(repr=False)
-    end_request: Callable[[], None] = lambda: None
+    end_request: Callable[[], None] = field(default=lambda: None)
 
 
 def bootstrap(
@@ -42,14 +51,14 @@ def bootstrap(
 ) -> Services:
     settings = settings or Settings.from_env()
     checks: dict[str, ReadinessCheck] = {}
-    end_request: Callable[[], None] = lambda: None
+    end_request: Callable[[], None] = lambda: None  # noqa: E731
 
     if unit_of_work is None:
         database = open_database(settings.database_url)
         bind(database)
         unit_of_work = lambda: PeeweeUnitOfWork(database)  # noqa: E731
         checks["database"] = lambda: ping(database)
-        end_request = lambda: None if database.is_closed() else database.close()  # noqa: E731
+        end_request = partial(close_connection, database)
 
     if signer is None:
         s3 = make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)

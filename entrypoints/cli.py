@@ -12,8 +12,14 @@ from entrypoints.settings import Settings, SettingsError
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     from adapters.peewee_db import migrate, open_database
 
-    applied = migrate(open_database(settings.database_url))
-    print(f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else " (up to date)"))
+    database = open_database(settings.database_url)
+    try:
+        applied = migrate(database)
+    finally:
+        database.close()
+    print(
+        f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else " (up to date)")
+    )
     return 0
 
 
@@ -47,7 +53,9 @@ def _demo(_: Settings | None, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tryon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(run=_migrate)
+    commands.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(
+        run=_migrate
+    )
     commands.add_parser("provision", help="create and harden both buckets (idempotent)").set_defaults(
         run=_provision
     )

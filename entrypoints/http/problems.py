@@ -97,7 +97,9 @@ def domain_error_response(error: DomainError) -> Response:
 def http_exception_response(error: HTTPException) -> Response:
     status = error.code or 500
     if isinstance(error, RateLimitExceeded):
-        return problem(429, "rate_limited", "Too many requests; retry after the Retry-After delay.", retryable=True)
+        return problem(
+            429, "rate_limited", "Too many requests; retry after the Retry-After delay.", retryable=True
+        )
     if status >= 500:
         return unexpected_error_response(error)
     data = getattr(error, "data", None) or {}

@@ -9,6 +9,8 @@ import marshmallow as ma
 
 from domain.model import ALLOWED_CONTENT_TYPES, HARD_MAX_UPLOAD_BYTES
 
+UTC_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
+
 
 class UploadRequestSchema(ma.Schema):
     class Meta:
@@ -16,7 +18,10 @@ class UploadRequestSchema(ma.Schema):
 
     content_type = ma.fields.String(
         required=True,
-        metadata={"description": "The exact MIME type the client will PUT.", "enum": list(ALLOWED_CONTENT_TYPES)},
+        metadata={
+            "description": "The exact MIME type the client will PUT.",
+            "enum": list(ALLOWED_CONTENT_TYPES),
+        },
     )
     content_length = ma.fields.Integer(
         required=True,
@@ -38,7 +43,9 @@ class UploadTicketSchema(ma.Schema):
     object_key = ma.fields.String(required=True, metadata={"example": "uploads/<user_id>/<upload_id>"})
     method = ma.fields.String(required=True, metadata={"example": "PUT"})
     url = ma.fields.String(required=True, metadata={"description": "Pre-signed, single-use, short-lived."})
-    expires_at = ma.fields.DateTime(required=True, format="iso")
+    expires_at = ma.fields.DateTime(
+        required=True, format=UTC_SECONDS, metadata={"example": "2026-11-28T22:05:00Z"}
+    )
     headers = ma.fields.Dict(
         keys=ma.fields.String(),
         values=ma.fields.String(),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -32,19 +34,17 @@ def _down() -> None:
     raise StorageUnavailable("down")
 
 
-def build_app(store: FakeStore, **overrides: object) -> Flask:
+def build_app(store: FakeStore, readiness_checks: dict[str, Callable[[], None]] | None = None) -> Flask:
     services = bootstrap(
         SETTINGS,
         authenticator=FakeAuthenticator(),
         signer=FakeUploadUrlSigner(),
         unit_of_work=lambda: FakeUnitOfWork(store),
         clock=FixedClock(),
-        readiness_checks=overrides.pop("readiness_checks", {"database": lambda: None}),
+        readiness_checks=readiness_checks or {"database": lambda: None},
         rate_limit_storage_uri="memory://",
     )
-    app = create_app(services, configure_logs=False)
-    app.config.update(overrides)
-    return app
+    return create_app(services, configure_logs=False)
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def client(store: FakeStore) -> FlaskClient:
     return build_app(store).test_client()
 
 
-def assert_problem(response, status: int, code: str) -> dict:
+def assert_problem(response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/problem+json"
     body = response.get_json()
@@ -65,7 +65,7 @@ def assert_problem(response, status: int, code: str) -> dict:
     assert body["status"] == status
     assert body["code"] == code
     assert body["type"].endswith("/" + code)
-    return body
+    return dict(body)
 
 
 def test_issuing_returns_the_contracts_shape(client, store):
@@ -76,7 +76,7 @@ def test_issuing_returns_the_contracts_shape(client, store):
     assert set(body) == {"upload_id", "object_key", "method", "url", "expires_at", "headers"}
     assert body["object_key"] == f"uploads/user1/{body['upload_id']}"
     assert body["method"] == "PUT"
-    assert body["expires_at"] == "2026-11-28T22:05:00+00:00"
+    assert body["expires_at"] == "2026-11-28T22:05:00Z"
     assert body["headers"]["Content-Type"] == "image/jpeg"
     assert response.headers["Cache-Control"] == "no-store"
     assert body["upload_id"] in store.uploads
@@ -84,7 +84,12 @@ def test_issuing_returns_the_contracts_shape(client, store):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}],
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer "},
+    ],
 )
 def test_requests_without_a_valid_token_get_401_with_www_authenticate(client, store, headers):
     response = client.post("/v1/uploads", json=JPEG, headers=headers)
@@ -140,7 +145,9 @@ def test_a_non_json_body_is_a_validation_error(client):
 
 
 def test_an_oversized_body_is_refused_before_parsing(client):
-    response = client.post("/v1/uploads", data="x" * 70_000, headers={**AUTH, "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/uploads", data="x" * 70_000, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert_problem(response, 413, "payload_too_large")
 
 
@@ -204,8 +211,13 @@ def test_readiness_is_200_when_everything_answers(client):
 
 
 def test_every_response_carries_a_request_id_and_honours_a_sane_incoming_one(client):
-    assert client.get("/healthz", headers={"X-Request-ID": "abcdef123456"}).headers["X-Request-ID"] == "abcdef123456"
-    generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces and {braces}"}).headers["X-Request-ID"]
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "abcdef123456"}).headers["X-Request-ID"]
+        == "abcdef123456"
+    )
+    generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces and {braces}"}).headers[
+        "X-Request-ID"
+    ]
     assert len(generated) == 16
 
 

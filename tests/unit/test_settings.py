@@ -49,7 +49,9 @@ def test_required_settings_are_named_when_missing(missing):
 
 
 def test_secrets_and_bucket_names_stay_out_of_the_settings_repr():
-    settings = Settings.from_env({**REQUIRED, "FAL_API_KEY": "fal-secret-key", "BETTER_AUTH_SECRET": "s3cr3t"})
+    settings = Settings.from_env(
+        {**REQUIRED, "FAL_API_KEY": "fal-secret-key", "BETTER_AUTH_SECRET": "s3cr3t"}
+    )
 
     shown = repr(settings)
     for secret in ("fal-secret-key", "s3cr3t", "hf-uploads", "hf-processed"):

@@ -115,7 +115,9 @@ def test_a_database_failure_leaves_nothing_behind_and_is_retryable(store, signer
     assert store.audit == []
 
 
-@pytest.mark.parametrize("limits", [{"max_upload_bytes": HARD_MAX_UPLOAD_BYTES + 1}, {"url_ttl_seconds": 301}])
+@pytest.mark.parametrize(
+    "limits", [{"max_upload_bytes": HARD_MAX_UPLOAD_BYTES + 1}, {"url_ttl_seconds": 301}]
+)
 def test_a_policy_beyond_the_hard_limits_cannot_be_built(limits):
     with pytest.raises(ValueError, match="must be"):
         UploadPolicy(**limits)

@@ -1,0 +1,42 @@
+# Everything a newcomer needs: `make demo` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MINISTACK_VENV := .tools/ministack
+MINISTACK_VERSION := 1.5.33
+
+.PHONY: install tools lint test demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# ministack pins its own botocore, so it lives in its own virtualenv and runs as a separate process.
+tools: $(MINISTACK_VENV)/.installed
+
+$(MINISTACK_VENV)/.installed: Makefile
+	@test -x $(MINISTACK_VENV)/bin/python || $(PYTHON) -m venv $(MINISTACK_VENV)
+	$(MINISTACK_VENV)/bin/python -m pip install --quiet 'ministack==$(MINISTACK_VERSION)'
+	@touch $@
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/lint-imports
+
+test: install tools lint
+	$(BIN)/pytest
+
+demo: install tools
+	$(BIN)/tryon demo
+
+bench: install tools
+	$(BIN)/python -m bench.issuance
+
+clean:
+	rm -rf $(VENV) .tools var .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,204 @@
+"""`tryon demo`: the end-to-end walk-through on loopback, printing each step.
+
+Starts what it needs (ministack, Redis unless one answers, a dev JWT issuer, the real `web` process),
+runs the flow a mobile client runs, stops everything it started, and exits 0 only if every step did
+what it should.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from adapters.s3_storage import make_s3_client
+from domain.scrubbing import Scrubber
+from entrypoints.dev_issuer import DevJwtIssuer
+from entrypoints.local_stack import (
+    EMULATOR_CREDENTIALS,
+    redis_answers,
+    start_gunicorn,
+    start_ministack,
+    start_redis,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_SELFIE = ROOT / "samples" / "selfie.jpg"
+WORKDIR = ROOT / "var" / "demo"
+HTTP_TIMEOUT = 10
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Walkthrough:
+    def __init__(self) -> None:
+        self.number = 0
+        self.failures = 0
+
+    def step(self, title: str, action: Callable[[], str]) -> None:
+        self.number += 1
+        print(f"[{self.number:>2}] {title} ...", flush=True)
+        started = time.perf_counter()
+        try:
+            outcome = action()
+        except Exception as error:  # a demo reports every failure and carries on to clean up
+            self.failures += 1
+            print(f"     FAILED: {error}", flush=True)
+            raise
+        print(f"     ok ({(time.perf_counter() - started) * 1000:.0f} ms) {outcome}", flush=True)
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise StepFailed(message)
+
+
+def run_demo() -> int:
+    walk = Walkthrough()
+    try:
+        with ExitStack() as stack:
+            _run(walk, stack)
+    except Exception:  # reported by the step that failed; everything started has been stopped
+        print(f"\ndemo FAILED at step {walk.number}; logs are under {WORKDIR}", flush=True)
+        return 1
+    print(f"\ndemo passed: {walk.number} steps, everything started has been stopped", flush=True)
+    return 0
+
+
+def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a linear script reads best
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    (WORKDIR / "tryon.db").unlink(missing_ok=True)
+    os.environ.update(EMULATOR_CREDENTIALS)
+    state: dict[str, Any] = {}
+    scrub = Scrubber()
+
+    def s3_emulator() -> str:
+        state["s3"] = stack.enter_context(start_ministack(log_path=WORKDIR / "ministack.log"))
+        return f"ministack S3 emulator at {state['s3'].url}"
+
+    def redis_server() -> str:
+        url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        if redis_answers(url):
+            state["redis"] = url
+            return f"using the Redis already running at {url}"
+        state["redis"] = stack.enter_context(start_redis()).url
+        return f"started redis-server at {state['redis']}"
+
+    def auth_server() -> str:
+        state["issuer"] = stack.enter_context(DevJwtIssuer())
+        return f"dev JWT issuer (Ed25519 JWKS, like Better Auth) at {state['issuer'].jwks_url}"
+
+    walk.step("Start the S3 emulator", s3_emulator)
+    walk.step("Find or start Redis", redis_server)
+    walk.step("Start a local Better Auth-style JWKS issuer", auth_server)
+    env = {
+        **EMULATOR_CREDENTIALS,
+        "DATABASE_URL": f"sqlite:///{WORKDIR / 'tryon.db'}",
+        "REDIS_URL": state["redis"],
+        "S3_ENDPOINT_URL": state["s3"].url,
+        "UPLOADS_BUCKET": "hairfluencer-demo-uploads",
+        "PROCESSED_BUCKET": "hairfluencer-demo-processed",
+        "BETTER_AUTH_URL": state["issuer"].base_url,
+        "RATE_LIMIT_UPLOADS": "100/minute",
+    }
+
+    def release(command: str) -> Callable[[], str]:
+        def run() -> str:
+            done = subprocess.run(  # noqa: S603
+                [sys.executable, "-m", "entrypoints.cli", command],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            expect(done.returncode == 0, f"tryon {command} exited {done.returncode}: {done.stderr[-500:]}")
+            return " / ".join(done.stdout.strip().splitlines())
+
+        return run
+
+    walk.step("tryon migrate (the release process)", release("migrate"))
+    walk.step("tryon migrate again (idempotent)", release("migrate"))
+    walk.step("tryon provision (private, encrypted buckets)", release("provision"))
+
+    def web() -> str:
+        state["web"] = stack.enter_context(start_gunicorn(env, log_path=WORKDIR / "web.log"))
+        ready = requests.get(f"{state['web'].url}/readyz", timeout=HTTP_TIMEOUT)
+        expect(ready.status_code == 200, f"/readyz answered {ready.status_code}: {ready.text}")
+        return f"gunicorn wsgi:app at {state['web'].url}; /readyz {ready.json()['checks']}"
+
+    walk.step("Start the web process", web)
+    api = state["web"].url
+    user_id = f"demo{secrets.token_hex(4)}"
+    auth = {"Authorization": f"Bearer {state['issuer'].mint(user_id)}"}
+    selfie = SAMPLE_SELFIE.read_bytes()
+    checksum = base64.b64encode(hashlib.sha256(selfie).digest()).decode()
+
+    def refused_without_token() -> str:
+        response = requests.post(f"{api}/v1/uploads", json={}, timeout=HTTP_TIMEOUT)
+        expect(response.status_code == 401, f"expected 401, got {response.status_code}")
+        return f"401 {response.json()['code']}, WWW-Authenticate: {response.headers['WWW-Authenticate']}"
+
+    def refused_svg() -> str:
+        body = {"content_type": "image/svg+xml", "content_length": 1000}
+        response = requests.post(f"{api}/v1/uploads", json=body, headers=auth, timeout=HTTP_TIMEOUT)
+        expect(response.status_code == 422 and "url" not in response.json(), response.text)
+        return f"422 {response.json()['code']}, no URL issued"
+
+    def issue() -> str:
+        body = {"content_type": "image/jpeg", "content_length": len(selfie), "checksum_sha256": checksum}
+        response = requests.post(f"{api}/v1/uploads", json=body, headers=auth, timeout=HTTP_TIMEOUT)
+        expect(response.status_code == 201, f"expected 201, got {response.status_code}: {response.text}")
+        state["ticket"] = ticket = response.json()
+        expect(ticket["object_key"].startswith(f"uploads/{user_id}/"), "key outside the caller's prefix")
+        return (
+            f"\n       upload_id  {ticket['upload_id']}\n       object_key {ticket['object_key']}"
+            f"\n       expires_at {ticket['expires_at']}\n       url        {scrub(ticket['url'])}"
+            f"\n       headers    {ticket['headers']}"
+        )
+
+    def upload() -> str:
+        ticket = state["ticket"]
+        response = requests.put(ticket["url"], data=selfie, headers=ticket["headers"], timeout=HTTP_TIMEOUT)
+        expect(response.status_code == 200, f"S3 answered {response.status_code}: {response.text[:200]}")
+        return f"S3 answered 200 for {len(selfie)} bytes"
+
+    def replay() -> str:
+        ticket = state["ticket"]
+        response = requests.put(ticket["url"], data=selfie, headers=ticket["headers"], timeout=HTTP_TIMEOUT)
+        expect(response.status_code == 412, f"expected 412 on replay, got {response.status_code}")
+        return "S3 answered 412 Precondition Failed: the URL is single-use"
+
+    def tampered() -> str:
+        ticket = state["ticket"]
+        forged_url = ticket["url"].replace("X-Amz-Signature=", "X-Amz-Signature=0")
+        response = requests.put(forged_url, data=selfie, headers=ticket["headers"], timeout=HTTP_TIMEOUT)
+        expect(response.status_code == 403, f"expected 403, got {response.status_code}")
+        return "S3 answered 403: the signature covers the URL"
+
+    def stored_encrypted() -> str:
+        s3 = make_s3_client(region="us-east-1", endpoint_url=state["s3"].url)
+        head = s3.head_object(Bucket=env["UPLOADS_BUCKET"], Key=state["ticket"]["object_key"])
+        expect(head["ServerSideEncryption"] == "AES256", f"not encrypted: {head.get('ServerSideEncryption')}")
+        expect(head["ContentLength"] == len(selfie), "stored size differs")
+        return f"{head['ContentLength']} bytes, {head['ContentType']}, SSE {head['ServerSideEncryption']}"
+
+    walk.step("POST /v1/uploads without a token", refused_without_token)
+    walk.step("POST /v1/uploads declaring image/svg+xml", refused_svg)
+    walk.step(f"POST /v1/uploads for {SAMPLE_SELFIE.name} as {user_id}", issue)
+    walk.step("PUT the selfie to the URL with exactly the issued headers", upload)
+    walk.step("PUT it again (replay)", replay)
+    walk.step("PUT with a tampered signature", tampered)
+    walk.step("HEAD the stored object", stored_encrypted)
