@@ -16,7 +16,7 @@ from typing import NamedTuple
 import peewee
 
 from adapters.peewee_db.database import execute_sql, is_postgres, unavailable_on_failure
-from adapters.peewee_db.models import BaseRow, UtcDateTimeField
+from adapters.peewee_db.models import BaseRow, UtcDateTimeField, bound_to
 
 MIGRATION_LOCK_ID = 0x7472796F6E  # "tryon": the pg_advisory_xact_lock key all migrators share.
 
@@ -116,7 +116,7 @@ def migrate(db: peewee.Database) -> list[str]:
 
 
 def _apply_once(db: peewee.Database, migration: Migration) -> bool:
-    with _migration_transaction(db):
+    with _migration_transaction(db), bound_to(db, SchemaMigrationRow):
         recorded = SchemaMigrationRow.select().where(SchemaMigrationRow.version == migration.version)
         if recorded.exists(db):
             return False

@@ -69,3 +69,12 @@ class AuditRow(BaseRow):
 
     class Meta:
         table_name = "audit_events"
+
+
+def bound_to(db: peewee.Database, *models: type[peewee.Model]) -> Any:
+    """Run queries of ``models`` (default: every row model) on ``db`` whatever the proxy points at.
+
+    Peewee decides some query shapes (e.g. ``RETURNING`` on insert) from a model's own database, so
+    naming ``db`` at execute time is not enough when the proxy is bound elsewhere.
+    """
+    return db.bind_ctx(models or (UploadRow, AuditRow), bind_refs=False, bind_backrefs=False)

@@ -12,7 +12,7 @@ from datetime import datetime
 import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
-from adapters.peewee_db.models import AuditRow, UploadRow
+from adapters.peewee_db.models import AuditRow, UploadRow, bound_to
 from domain.model import AuditEvent, UploadIntent, UploadStatus
 from domain.ports import AuditLog, UploadRepository
 
@@ -22,7 +22,7 @@ class PeeweeUploadRepository(UploadRepository):
         self._db = db
 
     def add(self, intent: UploadIntent) -> None:
-        with unavailable_on_failure("recording an upload"):
+        with unavailable_on_failure("recording an upload"), bound_to(self._db):
             UploadRow.insert(
                 upload_id=intent.upload_id,
                 user_id=intent.user_id,
@@ -36,7 +36,7 @@ class PeeweeUploadRepository(UploadRepository):
             ).execute(self._db)
 
     def get(self, upload_id: str) -> UploadIntent | None:
-        with unavailable_on_failure("reading an upload"):
+        with unavailable_on_failure("reading an upload"), bound_to(self._db):
             # Not get_or_none(db): on a miss it builds its error message through the model's proxy.
             row = UploadRow.select().where(UploadRow.upload_id == upload_id).first(self._db)
         if row is None:
@@ -62,7 +62,7 @@ class PeeweeAuditLog(AuditLog):
 
     def append(self, event: AuditEvent) -> None:
         details = json.dumps(event.details, sort_keys=True)
-        with unavailable_on_failure("appending an audit event"):
+        with unavailable_on_failure("appending an audit event"), bound_to(self._db):
             AuditRow.insert(
                 occurred_at=event.occurred_at,
                 event=event.event,
@@ -80,7 +80,7 @@ class PeeweeAuditLog(AuditLog):
             query = query.where(AuditRow.occurred_at >= since)
         if user_id is not None:
             query = query.where(AuditRow.actor_id == user_id)
-        with unavailable_on_failure("reading the audit trail"):
+        with unavailable_on_failure("reading the audit trail"), bound_to(self._db):
             rows = list(query.execute(self._db))
         return [
             AuditEvent(
