@@ -1,0 +1,84 @@
+"""Rate limits shared across web processes through Redis, and what each outage looks like to a client."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+
+import pytest
+
+from adapters.peewee_db import UploadRow, migrate, open_database
+from entrypoints.bootstrap import bootstrap
+from entrypoints.http.app import create_app
+from entrypoints.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+JPEG = {"content_type": "image/jpeg", "content_length": 1000}
+NOTHING_LISTENS = "127.0.0.1:9"
+
+
+@pytest.fixture
+def settings(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> Settings:
+    migrate(open_database(sqlite_url))
+    return Settings(
+        uploads_bucket=buckets[0],
+        processed_bucket=buckets[1],
+        better_auth_url=dev_issuer.base_url,
+        database_url=sqlite_url,
+        redis_url=redis_url,
+        s3_endpoint_url=ministack_url,
+        rate_limit_uploads="2/minute",
+    )
+
+
+@pytest.fixture
+def auth(dev_issuer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
+
+
+def web(settings: Settings):
+    return create_app(bootstrap(settings), configure_logs=False).test_client()
+
+
+def test_the_per_user_limit_is_shared_by_every_web_process(settings, auth):
+    first_dyno, second_dyno = web(settings), web(settings)
+
+    assert first_dyno.post("/v1/uploads", json=JPEG, headers=auth).status_code == 201
+    assert second_dyno.post("/v1/uploads", json=JPEG, headers=auth).status_code == 201
+    refused = first_dyno.post("/v1/uploads", json=JPEG, headers=auth)
+
+    assert refused.status_code == 429
+    assert refused.get_json()["code"] == "rate_limited"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert UploadRow.select().count() == 2
+
+
+def test_with_redis_down_uploads_are_still_issued_and_readiness_says_why(settings, auth):
+    client = web(replace(settings, redis_url=f"redis://{NOTHING_LISTENS}/0"))
+
+    assert client.post("/v1/uploads", json=JPEG, headers=auth).status_code == 201
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["errors"]["checks"]["redis"] == "unavailable"
+
+
+def test_with_the_database_down_issuance_is_a_retryable_503_and_no_url_leaks(settings, auth):
+    client = web(replace(settings, database_url=f"postgresql://postgres@{NOTHING_LISTENS}/test"))
+
+    response = client.post("/v1/uploads", json=JPEG, headers=auth)
+
+    assert response.status_code == 503
+    body = response.get_json()
+    assert (body["code"], body["retryable"]) == ("database_unavailable", True)
+    assert "X-Amz" not in response.get_data(as_text=True)
+    assert client.get("/readyz").get_json()["errors"]["checks"]["database"] == "unavailable"
+
+
+def test_with_storage_down_readiness_fails_but_nothing_else_pretends(settings, auth):
+    client = web(replace(settings, s3_endpoint_url=f"http://{NOTHING_LISTENS}"))
+
+    ready = client.get("/readyz")
+
+    assert ready.status_code == 503
+    assert ready.get_json()["errors"]["checks"] == {"database": "ok", "storage": "unavailable", "redis": "ok"}

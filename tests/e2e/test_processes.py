@@ -1,0 +1,135 @@
+"""The Procfile's processes, run as a platform would run them: web, worker, release (and provision)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from entrypoints.local_stack import EMULATOR_CREDENTIALS, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def env(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> dict[str, str]:
+    return {
+        **os.environ,
+        **EMULATOR_CREDENTIALS,
+        "UPLOADS_BUCKET": buckets[0],
+        "PROCESSED_BUCKET": buckets[1],
+        "BETTER_AUTH_URL": dev_issuer.base_url,
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "S3_ENDPOINT_URL": ministack_url,
+    }
+
+
+def tryon(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_release_migrates_once_and_is_idempotent(env):
+    first, second = tryon(env, "migrate"), tryon(env, "migrate")
+
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "migrations applied: 1 (create_uploads_and_audit_events)"
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "migrations applied: 0 (up to date)"
+
+
+def test_provision_is_idempotent_on_existing_buckets(env):
+    done = tryon(env, "provision")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("existing, encrypted, public access blocked") == 2
+    assert env["UPLOADS_BUCKET"] not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("UPLOAD_URL_TTL_SECONDS", "301", "UPLOAD_URL_TTL_SECONDS=301 is refused"),
+        ("MAX_UPLOAD_BYTES", "16777217", "MAX_UPLOAD_BYTES=16777217 is refused"),
+        ("UPLOADS_BUCKET", "", "UPLOADS_BUCKET is required"),
+    ],
+)
+def test_every_process_refuses_to_start_with_unsafe_settings(env, name, value, message):
+    done = tryon({**env, name: value}, "migrate")
+
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_the_worker_runs_a_burst_with_its_scheduler_and_exits(env):
+    done = tryon(env, "worker", "--burst")
+
+    assert done.returncode == 0, done.stderr
+    assert '"msg": "worker starting"' in done.stderr
+
+
+def test_the_worker_never_imports_tensorflow(env):
+    probe = (
+        "import sys, entrypoints.cli, entrypoints.worker;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'mtcnn', 'keras'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_web_binds_port_from_the_environment_and_is_ready(env):
+    assert tryon(env, "migrate").returncode == 0
+    port = free_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "wsgi:app"],
+        env={**env, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return requests.get(f"{url}/healthz", timeout=0.5).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(healthy, timeout=30, what="gunicorn", process=web)
+        ready = requests.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"database": "ok", "storage": "ok", "redis": "ok"},
+        }
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+
+
+def test_web_refuses_to_boot_with_unsafe_settings(env):
+    web = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{free_port()}"],
+        env={**env, "UPLOAD_URL_TTL_SECONDS": "3600"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert web.returncode != 0
+    assert "UPLOAD_URL_TTL_SECONDS=3600 is refused" in web.stderr
