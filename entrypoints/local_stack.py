@@ -140,12 +140,12 @@ def start_gunicorn(env: dict[str, str], *, workers: int = 2, log_path: Path | No
         stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=0.5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(healthy, timeout=30, what="gunicorn", process=process)
+    wait_until(lambda: answers_ok(f"{url}/healthz"), timeout=30, what="gunicorn", process=process)
     return LocalProcess("web", process, url)
+
+
+def answers_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=0.5).status_code == 200
+    except requests.RequestException:
+        return False

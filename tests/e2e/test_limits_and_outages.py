@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from adapters.peewee_db import UploadRow, migrate, open_database
+from adapters.peewee_db import UploadRow
 from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
@@ -16,20 +16,6 @@ pytestmark = pytest.mark.e2e
 
 JPEG = {"content_type": "image/jpeg", "content_length": 1000}
 NOTHING_LISTENS = "127.0.0.1:9"
-
-
-@pytest.fixture
-def settings(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> Settings:
-    migrate(open_database(sqlite_url))
-    return Settings(
-        uploads_bucket=buckets[0],
-        processed_bucket=buckets[1],
-        better_auth_url=dev_issuer.base_url,
-        database_url=sqlite_url,
-        redis_url=redis_url,
-        s3_endpoint_url=ministack_url,
-        rate_limit_uploads="2/minute",
-    )
 
 
 @pytest.fixture
@@ -42,7 +28,8 @@ def web(settings: Settings):
 
 
 def test_the_per_user_limit_is_shared_by_every_web_process(settings, auth):
-    first_dyno, second_dyno = web(settings), web(settings)
+    two_per_minute = replace(settings, rate_limit_uploads="2/minute")
+    first_dyno, second_dyno = web(two_per_minute), web(two_per_minute)
 
     assert first_dyno.post("/v1/uploads", json=JPEG, headers=auth).status_code == 201
     assert second_dyno.post("/v1/uploads", json=JPEG, headers=auth).status_code == 201

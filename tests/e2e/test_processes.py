@@ -9,7 +9,7 @@ import sys
 import pytest
 import requests
 
-from entrypoints.local_stack import EMULATOR_CREDENTIALS, free_port, wait_until
+from entrypoints.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -102,14 +102,7 @@ def test_web_binds_port_from_the_environment_and_is_ready(env):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return requests.get(f"{url}/healthz", timeout=0.5).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(healthy, timeout=30, what="gunicorn", process=web)
+        wait_until(lambda: answers_ok(f"{url}/healthz"), timeout=30, what="gunicorn", process=web)
         ready = requests.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 200
         assert ready.json() == {

@@ -19,7 +19,7 @@ import requests
 from botocore.exceptions import ClientError
 from flask.testing import FlaskClient
 
-from adapters.peewee_db import AuditRow, UploadRow, migrate, open_database
+from adapters.peewee_db import AuditRow, UploadRow
 from adapters.s3_storage import make_s3_client
 from entrypoints.bootstrap import bootstrap
 from entrypoints.dev_issuer import DevJwtIssuer
@@ -33,20 +33,6 @@ SELFIE = b"\xff\xd8\xff\xe0" + secrets.token_bytes(4096)
 
 def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-@pytest.fixture
-def settings(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> Settings:
-    migrate(open_database(sqlite_url))
-    return Settings(
-        uploads_bucket=buckets[0],
-        processed_bucket=buckets[1],
-        better_auth_url=dev_issuer.base_url,
-        database_url=sqlite_url,
-        redis_url=redis_url,
-        s3_endpoint_url=ministack_url,
-        rate_limit_uploads="1000/minute",
-    )
 
 
 def client_for(settings: Settings) -> FlaskClient:
