@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from domain.errors import DependencyUnavailable
-from entrypoints.http.problems import problem
+from entrypoints.http.problems import documents_problem, problem
 
 blp = Blueprint("ops", __name__, description="Health and readiness")
 
@@ -27,7 +27,7 @@ class Health(MethodView):
 class Readiness(MethodView):
     @blp.doc(security=[])
     @blp.response(200)
-    @blp.alt_response(503, response="DEFAULT_ERROR", description="A dependency is unreachable")
+    @documents_problem(blp, 503, "not_ready: a dependency is unreachable (errors.checks says which)")
     def get(self) -> Any:
         """The database, Redis and object storage all answer."""
         checks: dict[str, str] = {}

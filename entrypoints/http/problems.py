@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow as ma
 from flask import Flask, Response, jsonify
 from flask_limiter.errors import RateLimitExceeded
+from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from domain.errors import DependencyUnavailable, DomainError, InvalidRequest, Unauthenticated
@@ -18,6 +20,7 @@ PROBLEM_TYPE_BASE = "https://docs.hairfluencer.app/problems/"
 RETRY_AFTER_SECONDS_ON_UNAVAILABLE = "5"
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 _HTTP_CODES: dict[int, str] = {
     400: "bad_request",
@@ -44,6 +47,14 @@ class ProblemSchema(ma.Schema):
     code = ma.fields.String(required=True)
     retryable = ma.fields.Boolean(required=True)
     errors = ma.fields.Dict(metadata={"description": "Field errors, keyed by location then field"})
+
+
+def documents_problem(blp: Blueprint, status: int, description: str) -> Callable[[F], F]:
+    """OpenAPI: this operation may answer ``status`` with a problem+json body."""
+    decorator: Callable[[F], F] = blp.alt_response(
+        status, schema=ProblemSchema, content_type=PROBLEM_MEDIA_TYPE, description=description
+    )
+    return decorator
 
 
 def problem(

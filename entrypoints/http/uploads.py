@@ -9,6 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from domain.model import UploadRequest
+from entrypoints.http.problems import documents_problem
 from entrypoints.http.schemas import UploadRequestSchema, UploadTicketSchema
 from entrypoints.http.security import current_user_id
 
@@ -19,10 +20,14 @@ blp = Blueprint("uploads", __name__, url_prefix="/v1/uploads", description="Priv
 class Uploads(MethodView):
     @blp.arguments(UploadRequestSchema)
     @blp.response(201, UploadTicketSchema)
-    @blp.alt_response(401, response="DEFAULT_ERROR", description="Missing or invalid token")
-    @blp.alt_response(422, response="DEFAULT_ERROR", description="Type, size or checksum refused")
-    @blp.alt_response(429, response="DEFAULT_ERROR", description="Per-user rate limit; see Retry-After")
-    @blp.alt_response(503, response="DEFAULT_ERROR", description="A dependency is down; retryable")
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
+    @documents_problem(
+        blp,
+        422,
+        "unsupported_content_type | too_large | invalid_content_length | invalid_checksum | validation_error",
+    )
+    @documents_problem(blp, 429, "rate_limited: per-user limit; see Retry-After")
+    @documents_problem(blp, 503, "database_unavailable | storage_unavailable | auth_unavailable (retryable)")
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Get a pre-signed, single-use PUT URL for one selfie.
 

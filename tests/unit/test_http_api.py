@@ -226,6 +226,7 @@ def test_the_openapi_document_describes_the_contract(client):
 
     post = spec["paths"]["/v1/uploads"]["post"]
     assert set(post["responses"]) >= {"201", "401", "422", "429", "503"}
+    assert "application/problem+json" in post["responses"]["429"]["content"]
     request_schema = spec["components"]["schemas"]["UploadRequest"]
     assert request_schema["properties"]["content_type"]["enum"] == [
         "image/jpeg",
