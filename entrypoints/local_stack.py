@@ -120,28 +120,26 @@ def start_redis() -> LocalProcess:
     return LocalProcess("redis", process, url)
 
 
-def start_gunicorn(env: dict[str, str], *, workers: int = 2, log_path: Path | None = None) -> LocalProcess:
-    """The real `web` process (``gunicorn wsgi:app``) on a free loopback port."""
+def start_gunicorn(
+    env: dict[str, str], *, app: str = "wsgi:app", workers: int = 2, log_path: Path | None = None
+) -> LocalProcess:
+    """`gunicorn <app>` (by default the real web process) on a free loopback port, once /healthz is 200."""
     port = free_port()
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "wsgi:app",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-        ],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=log,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        app,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+    ]
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=log)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: answers_ok(f"{url}/healthz"), timeout=30, what="gunicorn", process=process)
-    return LocalProcess("web", process, url)
+    wait_until(lambda: answers_ok(f"{url}/healthz"), timeout=60, what=f"gunicorn {app}", process=process)
+    return LocalProcess(app, process, url)
 
 
 def answers_ok(url: str) -> bool:

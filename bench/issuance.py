@@ -1,0 +1,189 @@
+"""`make bench`: `POST /v1/uploads` latency and throughput through gunicorn on loopback, beside the floor.
+
+The floor (``bench.floor_app``) is a bare Flask view around boto3's ``generate_presigned_url``: the least
+a user would build by hand. Targets (from the issue): p99 < 25 ms at 100 requests/s, and at least 50 % of
+the floor's throughput. It is a measurement: missing a target still exits 0. It exits 1 if the stack
+does not start or more than 1 % of any run's requests fail, 130 on Ctrl-C. Everything started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import FrameType
+from urllib.parse import urlparse
+
+from bench.loadgen import Result, Target, closed_loop, open_loop, probe
+from bench.report import Measured, error_problems, table, verdicts
+from bench.stack import WORKDIR, Stack, progress, start_stack
+
+BODY = json.dumps(
+    {
+        "content_type": "image/jpeg",
+        "content_length": 2481733,
+        "checksum_sha256": base64.b64encode(hashlib.sha256(b"bench selfie").digest()).decode(),
+    }
+).encode()
+TOKEN_TTL_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Options:
+    rate: float
+    seconds: float
+    warmup: float
+    max_seconds: float
+    max_warmup: float
+    connections: int
+    workers: int
+    users: int
+    database_url: str | None
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.issuance", description=__doc__.split("\n")[0])
+    flags: list[tuple[str, str, float, str]] = [
+        ("--rate", "BENCH_RATE", 100, "open-loop requests per second"),
+        ("--seconds", "BENCH_SECONDS", 20, "open-loop measured duration"),
+        ("--warmup", "BENCH_WARMUP_SECONDS", 2, "open-loop warm-up, sent but not reported"),
+        ("--max-seconds", "BENCH_MAX_SECONDS", 10, "closed-loop measured duration"),
+        ("--max-warmup", "BENCH_MAX_WARMUP_SECONDS", 1, "closed-loop warm-up, not reported"),
+        ("--connections", "BENCH_CONNECTIONS", 8, "closed-loop concurrent connections"),
+        ("--workers", "BENCH_WORKERS", 2, "gunicorn workers, for both systems"),
+        ("--users", "BENCH_USERS", 200, "distinct users whose tokens the service requests rotate through"),
+    ]
+    for flag, env, default, text in flags:
+        parser.add_argument(flag, type=float, default=_env_number(env, default), help=f"{text} (${env})")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL") or None,
+        help="DATABASE_URL for the service; default a fresh Postgres database, else SQLite",
+    )
+    args = parser.parse_args(argv)
+    options = Options(
+        rate=args.rate,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        max_seconds=args.max_seconds,
+        max_warmup=args.max_warmup,
+        connections=int(args.connections),
+        workers=int(args.workers),
+        users=int(args.users),
+        database_url=args.database_url,
+    )
+    durations = (options.seconds, options.warmup, options.max_seconds, options.max_warmup)
+    if not (0 < options.rate <= 10_000 and all(0 <= d <= 600 for d in durations)):
+        parser.error("rate must be 0-10000 req/s and durations 0-600 s")
+    if min(options.seconds, options.max_seconds) <= 0:
+        parser.error("measured durations must be positive")
+    if not (1 <= options.connections <= 256 and 1 <= options.workers <= 32 and options.users >= 1):
+        parser.error("connections must be 1-256, workers 1-32, users at least 1")
+    return options
+
+
+def targets(stack: Stack, users: int) -> dict[str, Target]:
+    """The same body for both systems; the service's requests rotate through ``users`` users' tokens."""
+    common = {"Content-Type": "application/json", "Accept": "application/json"}
+    tokens = [stack.issuer.mint(f"bench{n:04d}", ttl_seconds=TOKEN_TTL_SECONDS) for n in range(users)]
+    service_headers = [{**common, "Authorization": f"Bearer {token}"} for token in tokens]
+
+    def build(url: str, headers_for: Callable[[int], dict[str, str]]) -> Target:
+        parsed = urlparse(url)
+        return Target(parsed.hostname or "127.0.0.1", parsed.port or 80, "/v1/uploads", BODY, headers_for)
+
+    return {
+        "service": build(stack.service.url, lambda i: service_headers[i % users]),
+        "floor": build(stack.floor.url, lambda _: common),
+    }
+
+
+def smoke_test(name: str, target: Target) -> None:
+    """One request each before measuring, so a broken set-up fails loudly instead of as 100 % errors."""
+    failure = probe(target)
+    if failure is not None:
+        raise RuntimeError(f"{name}: POST /v1/uploads failed before measuring: {failure}")
+
+
+def measure(stack: Stack, options: Options) -> list[Measured]:
+    systems = targets(stack, options.users)
+    for name, target in systems.items():
+        smoke_test(name, target)
+    fixed: dict[str, Result] = {}
+    for name, target in systems.items():
+        progress(
+            f"{name}: open-loop {options.rate:g} req/s for {options.seconds:g} s "
+            f"(+{options.warmup:g} s warm-up) ..."
+        )
+        fixed[name] = open_loop(target, rate=options.rate, seconds=options.seconds, warmup=options.warmup)
+        progress(f"  {_summary(fixed[name])}")
+    measured = []
+    for name, target in systems.items():
+        progress(
+            f"{name}: closed-loop, {options.connections} connections for {options.max_seconds:g} s "
+            f"(+{options.max_warmup:g} s warm-up) ..."
+        )
+        max_load = closed_loop(
+            target, connections=options.connections, seconds=options.max_seconds, warmup=options.max_warmup
+        )
+        progress(f"  {_summary(max_load)}")
+        measured.append(Measured(name=name, fixed_rate=fixed[name], max_load=max_load))
+    return measured
+
+
+def _summary(result: Result) -> str:
+    return (
+        f"{result.count} requests, {result.errors} errors, {result.throughput:.1f} req/s, "
+        f"p50 {result.percentile(50):.1f} ms, p99 {result.percentile(99):.1f} ms"
+    )
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops what was started, like Ctrl-C
+    try:
+        with ExitStack() as stack:
+            progress(f"starting the stack on loopback (logs under {WORKDIR}) ...")
+            try:
+                started = start_stack(stack, workers=options.workers, database_url=options.database_url)
+                measured = measure(stack=started, options=options)
+            except Exception as error:
+                progress(f"FAILED: {type(error).__name__}: {error}")
+                return 1
+            progress("stopping everything started ...")
+    except KeyboardInterrupt:
+        print("\n[bench] interrupted; everything started has been stopped", file=sys.stderr)
+        return 130
+    service, floor = measured
+    print()
+    print(table(service, floor, rate=options.rate, connections=options.connections))
+    print()
+    for line in verdicts(service, floor, rate=options.rate):
+        print(line)
+    problems = error_problems(service, floor)
+    for problem in problems:
+        print(f"ERROR: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Starts what the benchmark measures, on loopback: the real service and the floor, each under gunicorn.
+
+Both run with the same gunicorn command line (the one ``entrypoints.local_stack.start_gunicorn`` uses),
+only the app module differs. Everything started is registered on the caller's ``ExitStack``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import requests
+
+from entrypoints.dev_issuer import DevJwtIssuer
+from entrypoints.local_stack import (
+    EMULATOR_CREDENTIALS,
+    LocalProcess,
+    LocalServiceError,
+    redis_answers,
+    start_gunicorn,
+    start_ministack,
+    start_redis,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKDIR = ROOT / "var" / "bench"
+DATABASE = WORKDIR / "tryon.db"
+UPLOADS_BUCKET = "hairfluencer-bench-uploads"
+PROCESSED_BUCKET = "hairfluencer-bench-processed"
+UNTRIPPABLE_RATE_LIMIT = "1000000/minute"
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BENCH_DATABASE = "tryon_bench"
+
+
+@dataclass(frozen=True)
+class Stack:
+    service: LocalProcess
+    floor: LocalProcess
+    issuer: DevJwtIssuer
+    redis_url: str
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def _release(command: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", command],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise LocalServiceError(f"tryon {command} exited {done.returncode}: {done.stderr[-500:]}")
+    return " / ".join(done.stdout.strip().splitlines())
+
+
+def _redis(stack: ExitStack) -> str:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if redis_answers(url):
+        progress(f"using the Redis already running at {url}")
+        return url
+    started = stack.enter_context(start_redis())
+    progress(f"started redis-server at {started.url}")
+    return started.url
+
+
+def fresh_database() -> str:
+    """Production's backend when it is here: a freshly created Postgres database; else SQLite."""
+    try:
+        admin = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=3)
+    except psycopg2.OperationalError:
+        for leftover in (DATABASE, DATABASE.with_name("tryon.db-wal"), DATABASE.with_name("tryon.db-shm")):
+            leftover.unlink(missing_ok=True)
+        return f"sqlite:///{DATABASE}"
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
+        cursor.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+    admin.close()
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
+
+
+def start_stack(stack: ExitStack, *, workers: int, database_url: str | None = None) -> Stack:
+    """``database_url`` None: see ``fresh_database``."""
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    database_url = database_url or fresh_database()
+    os.environ.update(EMULATOR_CREDENTIALS)
+    s3 = stack.enter_context(start_ministack(log_path=WORKDIR / "ministack.log"))
+    progress(f"ministack S3 emulator at {s3.url}")
+    redis_url = _redis(stack)
+    issuer = stack.enter_context(DevJwtIssuer())
+    progress(f"dev JWT issuer at {issuer.jwks_url}")
+    env = {
+        **EMULATOR_CREDENTIALS,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "S3_ENDPOINT_URL": s3.url,
+        "UPLOADS_BUCKET": UPLOADS_BUCKET,
+        "PROCESSED_BUCKET": PROCESSED_BUCKET,
+        "BETTER_AUTH_URL": issuer.base_url,
+        "RATE_LIMIT_UPLOADS": UNTRIPPABLE_RATE_LIMIT,
+    }
+    progress(f"database {database_url.split('://')[0]}; tryon migrate: {_release('migrate', env)}")
+    progress(f"tryon provision: {_release('provision', env)}")
+    service = stack.enter_context(start_gunicorn(env, workers=workers, log_path=WORKDIR / "web.log"))
+    ready = requests.get(f"{service.url}/readyz", timeout=10)
+    if ready.status_code != 200:
+        raise LocalServiceError(f"service /readyz answered {ready.status_code}: {ready.text[:300]}")
+    progress(f"service: gunicorn wsgi:app, {workers} workers, at {service.url} (ready)")
+    floor = stack.enter_context(
+        start_gunicorn(env, app="bench.floor_app:app", workers=workers, log_path=WORKDIR / "floor.log")
+    )
+    progress(f"floor: gunicorn bench.floor_app:app, {workers} workers, at {floor.url}")
+    return Stack(service=service, floor=floor, issuer=issuer, redis_url=redis_url)
