@@ -45,3 +45,35 @@ class PersistenceUnavailable(DependencyUnavailable):
 
 class AuthUnavailable(DependencyUnavailable):
     code = "auth_unavailable"
+
+
+class NotFound(DomainError):
+    """Nothing of the caller's by that id (another user's resource is reported the same way)."""
+
+    code = "not_found"
+
+
+class Forbidden(DomainError):
+    """The caller named something that is not theirs to act on; nothing was touched."""
+
+    code = "forbidden"
+
+
+class Conflict(DomainError):
+    """The resource is not in a state that allows this yet; retrying later may work."""
+
+    code = "conflict"
+    retryable = True
+
+
+class Gone(DomainError):
+    """The resource expired; the caller has to start over (for an upload: ask for a new URL)."""
+
+    code = "gone"
+    retryable = True
+
+
+class ContentRejected(InvalidRequest):
+    """What was uploaded is not an acceptable selfie; it has been deleted."""
+
+    code = "content_rejected"

@@ -40,8 +40,10 @@ def upload_object_key(user_id: str, upload_id: str) -> str:
 
 class UploadStatus(enum.StrEnum):
     ISSUED = "issued"
+    VERIFYING = "verifying"
     VERIFIED = "verified"
     REJECTED = "rejected"
+    EXPIRED = "expired"
     DELETED = "deleted"
 
 
@@ -55,8 +57,24 @@ class UploadRequest:
 
 
 @dataclass(frozen=True)
-class UploadIntent:
-    """A pre-signed PUT we handed out: who may put what, where, until when."""
+class StoredImage:
+    """The sanitised image verification stored in place of what the client uploaded."""
+
+    object_key: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+    checksum_sha256: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One selfie slot, from the pre-signed PUT we handed out to the verified (or rejected) image.
+
+    ``object_key`` is where the client PUTs; ``expires_at`` is when the PUT URL dies while the upload is
+    issued, and when an unused verified upload is deleted once it is verified.
+    """
 
     upload_id: str
     user_id: str
@@ -67,6 +85,9 @@ class UploadIntent:
     created_at: datetime
     expires_at: datetime
     status: UploadStatus = UploadStatus.ISSUED
+    updated_at: datetime | None = None
+    stored: StoredImage | None = None
+    rejection_reason: str | None = None
 
 
 class SignedUrl(str):
@@ -84,7 +105,7 @@ class PresignedPut:
 
 @dataclass(frozen=True)
 class IssuedUpload:
-    intent: UploadIntent
+    intent: Upload
     request: PresignedPut
 
 
@@ -99,3 +120,43 @@ class AuditEvent:
     occurred_at: datetime
     reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What object storage says about an object without reading it."""
+
+    size: int
+    content_type: str | None
+    encrypted: bool
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """A small RGB image (row-major, 3 bytes per pixel) for detectors; never stored."""
+
+    width: int
+    height: int
+    rgb: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SanitizedImage:
+    """Re-encoded image bytes with no metadata, plus a downscaled copy for face detection."""
+
+    data: bytes = field(repr=False)
+    content_type: str
+    width: int
+    height: int
+    preview: Pixels
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """A face box in the coordinates of the image it was detected in."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    confidence: float

@@ -8,7 +8,16 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
-from domain.model import AuditEvent, PresignedPut, UploadIntent, UploadRequest
+from domain.model import (
+    AuditEvent,
+    DetectedFace,
+    ObjectInfo,
+    Pixels,
+    PresignedPut,
+    SanitizedImage,
+    Upload,
+    UploadRequest,
+)
 
 
 class Clock(Protocol):
@@ -29,10 +38,56 @@ class UploadUrlSigner(Protocol):
         ...
 
 
-class UploadRepository(Protocol):
-    def add(self, intent: UploadIntent) -> None: ...
+class UploadStorage(Protocol):
+    """The private uploads bucket, as verification needs it."""
 
-    def get(self, upload_id: str) -> UploadIntent | None: ...
+    def head(self, object_key: str) -> ObjectInfo | None:
+        """Metadata of the object, or None when there is none."""
+        ...
+
+    def read(self, object_key: str, max_bytes: int) -> bytes:
+        """The object's bytes; refuses (ContentRejected ``too_large``) to read more than ``max_bytes``."""
+        ...
+
+    def put_new(self, object_key: str, data: bytes, content_type: str) -> None:
+        """Store encrypted; never overwrites an existing object."""
+        ...
+
+    def delete(self, object_key: str) -> None:
+        """Remove the object; deleting what is not there is not an error."""
+        ...
+
+
+class ImageSanitizer(Protocol):
+    def sanitize(self, data: bytes, declared_type: str) -> SanitizedImage:
+        """Decode within safe limits, upright by EXIF, re-encode without metadata.
+
+        Raises ContentRejected with ``content_type_mismatch``, ``not_an_image`` or ``image_too_large``.
+        """
+        ...
+
+
+class FaceDetector(Protocol):
+    def detect(self, image: Pixels) -> list[DetectedFace]: ...
+
+    def warm_up(self) -> None:
+        """Load whatever is slow to load, so that the first real detection is fast."""
+        ...
+
+
+class UploadRepository(Protocol):
+    def add(self, upload: Upload) -> None: ...
+
+    def get(self, upload_id: str) -> Upload | None: ...
+
+    def save(self, upload: Upload) -> None:
+        """Persist the upload's current state (status, stored image, reason, times)."""
+        ...
+
+    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
+        """Atomically move an issued upload (or one whose verification stalled before ``stale_before``)
+        to ``verifying``; False when another request holds it or it is settled."""
+        ...
 
 
 class AuditLog(Protocol):

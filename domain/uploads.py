@@ -15,7 +15,7 @@ from domain.model import (
     HARD_MAX_URL_TTL_SECONDS,
     AuditEvent,
     IssuedUpload,
-    UploadIntent,
+    Upload,
     UploadRequest,
     upload_object_key,
 )
@@ -84,7 +84,7 @@ class UploadIssuer:
         key = upload_object_key(user_id, upload_id)
         now = self._clock.now().replace(microsecond=0)  # S3 signs whole seconds (X-Amz-Date)
         ttl = self._policy.url_ttl_seconds
-        intent = UploadIntent(
+        intent = Upload(
             upload_id=upload_id,
             user_id=user_id,
             object_key=key,

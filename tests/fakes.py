@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
-from domain.errors import PersistenceUnavailable, Unauthenticated
+from domain.errors import ContentRejected, PersistenceUnavailable, StorageUnavailable, Unauthenticated
 from domain.model import (
     AuditEvent,
+    DetectedFace,
+    ObjectInfo,
+    Pixels,
     PresignedPut,
+    SanitizedImage,
     SignedUrl,
-    UploadIntent,
+    Upload,
     UploadRequest,
+    UploadStatus,
     validated_user_id,
 )
 from domain.ports import (
@@ -21,9 +26,12 @@ from domain.ports import (
     Authenticator,
     Clock,
     Credentials,
+    FaceDetector,
     IdGenerator,
+    ImageSanitizer,
     UnitOfWork,
     UploadRepository,
+    UploadStorage,
     UploadUrlSigner,
 )
 
@@ -51,21 +59,34 @@ class SequentialIds(IdGenerator):
 class FakeStore:
     """What a committed database would hold."""
 
-    uploads: dict[str, UploadIntent] = field(default_factory=dict)
+    uploads: dict[str, Upload] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
     fail_commit: bool = False
 
 
 class FakeUploadRepository(UploadRepository):
-    def __init__(self, committed: dict[str, UploadIntent]) -> None:
+    def __init__(self, committed: dict[str, Upload]) -> None:
         self._committed = committed
-        self.pending: dict[str, UploadIntent] = {}
+        self.pending: dict[str, Upload] = {}
 
-    def add(self, intent: UploadIntent) -> None:
-        self.pending[intent.upload_id] = intent
+    def add(self, upload: Upload) -> None:
+        self.pending[upload.upload_id] = upload
 
-    def get(self, upload_id: str) -> UploadIntent | None:
+    def save(self, upload: Upload) -> None:
+        self.pending[upload.upload_id] = upload
+
+    def get(self, upload_id: str) -> Upload | None:
         return self.pending.get(upload_id) or self._committed.get(upload_id)
+
+    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
+        upload = self.get(upload_id)
+        if upload is None:
+            return False
+        stalled = upload.status is UploadStatus.VERIFYING and (upload.updated_at or now) < stale_before
+        if upload.status is not UploadStatus.ISSUED and not stalled:
+            return False
+        self.pending[upload_id] = replace(upload, status=UploadStatus.VERIFYING, updated_at=now)
+        return True
 
 
 class FakeAuditLog(AuditLog):
@@ -120,3 +141,72 @@ class FakeAuthenticator(Authenticator):
         if credentials.bearer and credentials.bearer.startswith("token-"):
             return validated_user_id(credentials.bearer.removeprefix("token-"))
         raise Unauthenticated("invalid token")
+
+
+@dataclass
+class FakeObject:
+    data: bytes = field(repr=False)
+    content_type: str
+    encrypted: bool = True
+
+
+class FakeUploadStorage(UploadStorage):
+    def __init__(self) -> None:
+        self.objects: dict[str, FakeObject] = {}
+        self.down = False
+        self.reads = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailable("object storage is down")
+
+    def head(self, object_key: str) -> ObjectInfo | None:
+        self._check()
+        stored = self.objects.get(object_key)
+        return None if stored is None else ObjectInfo(len(stored.data), stored.content_type, stored.encrypted)
+
+    def read(self, object_key: str, max_bytes: int) -> bytes:
+        self._check()
+        self.reads += 1
+        data = self.objects[object_key].data
+        if len(data) > max_bytes:
+            raise ContentRejected("too large", code="too_large")
+        return data
+
+    def put_new(self, object_key: str, data: bytes, content_type: str) -> None:
+        self._check()
+        self.objects.setdefault(object_key, FakeObject(data, content_type))
+
+    def delete(self, object_key: str) -> None:
+        self._check()
+        self.objects.pop(object_key, None)
+
+
+class FakeImageSanitizer(ImageSanitizer):
+    """Bytes starting with ``IMG`` are an image; ``BAD:<code>`` is refused with that code."""
+
+    def sanitize(self, data: bytes, declared_type: str) -> SanitizedImage:
+        if data.startswith(b"BAD:"):
+            raise ContentRejected("refused", code=data[4:].split(b";")[0].decode())
+        if not data.startswith(b"IMG"):
+            raise ContentRejected("not an image", code="not_an_image")
+        return SanitizedImage(
+            data=b"CLEAN" + data[3:],
+            content_type="image/jpeg",
+            width=1536,
+            height=2048,
+            preview=Pixels(384, 512, b""),
+        )
+
+
+class FakeFaceDetector(FaceDetector):
+    def __init__(self, faces: list[DetectedFace] | None = None) -> None:
+        self.faces = [DetectedFace(100, 100, 150, 150, 0.99)] if faces is None else faces
+        self.calls = 0
+
+    def detect(self, image: Pixels) -> list[DetectedFace]:
+        self.calls += 1
+        return list(self.faces)
+
+    def warm_up(self) -> None:
+        return None
