@@ -8,9 +8,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from domain.errors import StorageUnavailable
-from domain.model import PresignedPut, SignedUrl, UploadRequest
-from domain.ports import UploadUrlSigner
+from domain.errors import ContentRejected, StorageUnavailable
+from domain.model import ObjectInfo, PresignedPut, SignedUrl, UploadRequest
+from domain.ports import UploadStorage, UploadUrlSigner
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -70,6 +70,73 @@ class S3UploadUrlSigner(UploadUrlSigner):
         except (BotoCoreError, ClientError) as error:
             raise StorageUnavailable("could not sign an upload URL") from error
         return PresignedPut(url=SignedUrl(url), headers=headers)
+
+
+class S3UploadStorage(UploadStorage):
+    """The uploads bucket as verification sees it. Every write is encrypted and write-once."""
+
+    def __init__(
+        self, client: S3Client, bucket: str, *, sse: str = "AES256", kms_key_id: str | None = None
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._encryption: dict[str, Any] = {"ServerSideEncryption": sse}
+        if sse == "aws:kms" and kms_key_id:
+            self._encryption["SSEKMSKeyId"] = kms_key_id
+
+    def head(self, object_key: str) -> ObjectInfo | None:
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=object_key)
+        except ClientError as error:
+            if _status(error) == 404:
+                return None
+            raise StorageUnavailable("could not inspect the uploaded object") from error
+        except BotoCoreError as error:
+            raise StorageUnavailable("could not inspect the uploaded object") from error
+        return ObjectInfo(
+            size=head["ContentLength"],
+            content_type=head.get("ContentType"),
+            encrypted=bool(head.get("ServerSideEncryption")),
+        )
+
+    def read(self, object_key: str, max_bytes: int) -> bytes:
+        try:
+            body = self._client.get_object(Bucket=self._bucket, Key=object_key)["Body"]
+            data = body.read(max_bytes + 1)
+            body.close()
+        except (BotoCoreError, ClientError) as error:
+            raise StorageUnavailable("could not read the uploaded object") from error
+        if len(data) > max_bytes:
+            raise ContentRejected("the object is larger than declared", code="too_large")
+        return data
+
+    def put_new(self, object_key: str, data: bytes, content_type: str) -> None:
+        try:
+            self._client.put_object(
+                Bucket=self._bucket,
+                Key=object_key,
+                Body=data,
+                ContentType=content_type,
+                IfNoneMatch="*",
+                **self._encryption,
+            )
+        except ClientError as error:
+            if _status(error) == 412:
+                return  # already stored by an earlier attempt: the key is derived from the upload id
+            raise StorageUnavailable("could not store the image") from error
+        except BotoCoreError as error:
+            raise StorageUnavailable("could not store the image") from error
+
+    def delete(self, object_key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=object_key)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageUnavailable("could not delete the object") from error
+
+
+def _status(error: ClientError) -> int | None:
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
 
 
 class S3BucketProbe:

@@ -17,6 +17,7 @@ import peewee
 
 from adapters.peewee_db.database import execute_sql, is_postgres, unavailable_on_failure
 from adapters.peewee_db.models import BaseRow, UtcDateTimeField, bound_to
+from adapters.peewee_db.schema import VERSIONS
 
 MIGRATION_LOCK_ID = 0x7472796F6E  # "tryon": the pg_advisory_xact_lock key all migrators share.
 
@@ -36,65 +37,7 @@ class Migration(NamedTuple):
     apply: Callable[[peewee.Database], None]
 
 
-def _create_uploads_and_audit_events(db: peewee.Database) -> None:
-    pg = is_postgres(db)
-    timestamp = "TIMESTAMPTZ" if pg else "DATETIME"
-    audit_id = (
-        "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
-    )
-    statements = [
-        f"""CREATE TABLE uploads (
-            upload_id VARCHAR(64) NOT NULL PRIMARY KEY,
-            user_id VARCHAR(128) NOT NULL,
-            object_key VARCHAR(512) NOT NULL UNIQUE,
-            content_type VARCHAR(128) NOT NULL,
-            content_length BIGINT NOT NULL,
-            checksum_sha256 VARCHAR(64),
-            status VARCHAR(32) NOT NULL,
-            created_at {timestamp} NOT NULL,
-            expires_at {timestamp} NOT NULL)""",
-        "CREATE INDEX uploads_user_id ON uploads (user_id)",
-        f"""CREATE TABLE audit_events (
-            id {audit_id},
-            occurred_at {timestamp} NOT NULL,
-            event VARCHAR(64) NOT NULL,
-            actor_id VARCHAR(128),
-            subject_id VARCHAR(128),
-            outcome VARCHAR(32) NOT NULL,
-            reason TEXT,
-            details TEXT NOT NULL)""",
-        "CREATE INDEX audit_events_occurred_at ON audit_events (occurred_at)",
-        "CREATE INDEX audit_events_event ON audit_events (event)",
-        "CREATE INDEX audit_events_actor_id ON audit_events (actor_id)",
-        *(_POSTGRES_APPEND_ONLY if pg else _SQLITE_APPEND_ONLY),
-    ]
-    for statement in statements:
-        execute_sql(db, statement)
-
-
-_SQLITE_APPEND_ONLY = [
-    f"""CREATE TRIGGER audit_events_no_{action.lower()} BEFORE {action} ON audit_events
-        BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END"""
-    for action in ("UPDATE", "DELETE")
-]
-
-# restrict_violation is an integrity error class, as SQLite's RAISE(ABORT) is.
-_POSTGRES_APPEND_ONLY = [
-    """CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
-        BEGIN
-            RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
-                MESSAGE = 'audit_events is append-only (' || TG_OP || ' refused)';
-        END
-    $fn$""",
-    """CREATE TRIGGER audit_events_no_update_or_delete BEFORE UPDATE OR DELETE ON audit_events
-        FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()""",
-    """CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
-        FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()""",
-]
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
-)
+MIGRATIONS: tuple[Migration, ...] = tuple(Migration(*version) for version in VERSIONS)
 
 
 def migrate(db: peewee.Database) -> list[str]:

@@ -52,6 +52,14 @@ class UploadRow(BaseRow):
     status = peewee.CharField(max_length=32)
     created_at = UtcDateTimeField()
     expires_at = UtcDateTimeField()
+    updated_at = UtcDateTimeField(null=True)
+    stored_key = peewee.CharField(max_length=600, null=True)
+    stored_content_type = peewee.CharField(max_length=128, null=True)
+    stored_size = peewee.BigIntegerField(null=True)
+    width = peewee.IntegerField(null=True)
+    height = peewee.IntegerField(null=True)
+    stored_checksum_sha256 = peewee.CharField(max_length=64, null=True)
+    rejection_reason = peewee.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "uploads"

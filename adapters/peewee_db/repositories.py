@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
 from adapters.peewee_db.models import AuditRow, UploadRow, bound_to
-from domain.model import AuditEvent, UploadIntent, UploadStatus
+from domain.model import AuditEvent, StoredImage, Upload, UploadStatus
 from domain.ports import AuditLog, UploadRepository
 
 
@@ -21,37 +22,82 @@ class PeeweeUploadRepository(UploadRepository):
     def __init__(self, db: peewee.Database) -> None:
         self._db = db
 
-    def add(self, intent: UploadIntent) -> None:
+    def add(self, upload: Upload) -> None:
         with unavailable_on_failure("recording an upload"), bound_to(self._db):
-            UploadRow.insert(
-                upload_id=intent.upload_id,
-                user_id=intent.user_id,
-                object_key=intent.object_key,
-                content_type=intent.content_type,
-                content_length=intent.content_length,
-                checksum_sha256=intent.checksum_sha256,
-                status=intent.status.value,
-                created_at=intent.created_at,
-                expires_at=intent.expires_at,
-            ).execute(self._db)
+            UploadRow.insert(upload_id=upload.upload_id, **_columns(upload)).execute(self._db)
 
-    def get(self, upload_id: str) -> UploadIntent | None:
+    def save(self, upload: Upload) -> None:
+        with unavailable_on_failure("updating an upload"), bound_to(self._db):
+            UploadRow.update(**_columns(upload)).where(UploadRow.upload_id == upload.upload_id).execute(
+                self._db
+            )
+
+    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
+        issued = UploadRow.status == UploadStatus.ISSUED.value
+        stalled = (UploadRow.status == UploadStatus.VERIFYING.value) & (UploadRow.updated_at < stale_before)
+        with unavailable_on_failure("claiming an upload"), bound_to(self._db):
+            changed = (
+                UploadRow.update(status=UploadStatus.VERIFYING.value, updated_at=now)
+                .where((UploadRow.upload_id == upload_id) & (issued | stalled))
+                .execute(self._db)
+            )
+        return bool(changed == 1)
+
+    def get(self, upload_id: str) -> Upload | None:
         with unavailable_on_failure("reading an upload"), bound_to(self._db):
             # Not get_or_none(db): on a miss it builds its error message through the model's proxy.
             row = UploadRow.select().where(UploadRow.upload_id == upload_id).first(self._db)
-        if row is None:
-            return None
-        return UploadIntent(
-            upload_id=row.upload_id,
-            user_id=row.user_id,
-            object_key=row.object_key,
-            content_type=row.content_type,
-            content_length=row.content_length,
-            checksum_sha256=row.checksum_sha256,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            status=UploadStatus(row.status),
+        return None if row is None else _upload(row)
+
+
+def _columns(upload: Upload) -> dict[str, Any]:
+    stored = upload.stored
+    return {
+        "user_id": upload.user_id,
+        "object_key": upload.object_key,
+        "content_type": upload.content_type,
+        "content_length": upload.content_length,
+        "checksum_sha256": upload.checksum_sha256,
+        "status": upload.status.value,
+        "created_at": upload.created_at,
+        "expires_at": upload.expires_at,
+        "updated_at": upload.updated_at,
+        "rejection_reason": upload.rejection_reason,
+        "stored_key": stored and stored.object_key,
+        "stored_content_type": stored and stored.content_type,
+        "stored_size": stored and stored.size,
+        "width": stored and stored.width,
+        "height": stored and stored.height,
+        "stored_checksum_sha256": stored and stored.checksum_sha256,
+    }
+
+
+def _upload(row: Any) -> Upload:
+    """Rows written by ``_columns``: the stored-image columns are all set or all null."""
+    stored = None
+    if row.stored_key is not None:
+        stored = StoredImage(
+            object_key=row.stored_key,
+            content_type=row.stored_content_type,
+            size=row.stored_size,
+            width=row.width,
+            height=row.height,
+            checksum_sha256=row.stored_checksum_sha256,
         )
+    return Upload(
+        upload_id=row.upload_id,
+        user_id=row.user_id,
+        object_key=row.object_key,
+        content_type=row.content_type,
+        content_length=row.content_length,
+        checksum_sha256=row.checksum_sha256,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        status=UploadStatus(row.status),
+        updated_at=row.updated_at,
+        stored=stored,
+        rejection_reason=row.rejection_reason,
+    )
 
 
 class PeeweeAuditLog(AuditLog):

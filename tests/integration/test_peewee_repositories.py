@@ -6,7 +6,7 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 
 from adapters.peewee_db import (
+    MIGRATIONS,
     PeeweeAuditLog,
     PeeweeUnitOfWork,
     PeeweeUploadRepository,
@@ -24,7 +25,7 @@ from adapters.peewee_db import (
     ping,
 )
 from domain.errors import PersistenceUnavailable
-from domain.model import AuditEvent, UploadIntent, UploadStatus
+from domain.model import AuditEvent, StoredImage, Upload, UploadStatus
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +101,7 @@ def db(backend: Backend) -> peewee.Database:
     return database
 
 
-def an_intent(upload_id: str = "up_1", *, user_id: str = "user_1", **changes: object) -> UploadIntent:
+def an_intent(upload_id: str = "up_1", *, user_id: str = "user_1", **changes: object) -> Upload:
     values: dict[str, object] = {
         "upload_id": upload_id,
         "user_id": user_id,
@@ -112,7 +113,7 @@ def an_intent(upload_id: str = "up_1", *, user_id: str = "user_1", **changes: ob
         "expires_at": T0 + timedelta(seconds=300),
     }
     values.update(changes)
-    return UploadIntent(**values)  # type: ignore[arg-type]
+    return Upload(**values)  # type: ignore[arg-type]
 
 
 def an_event(subject_id: str = "up_1", *, actor_id: str | None = "user_1", **changes: object) -> AuditEvent:
@@ -131,7 +132,7 @@ def an_event(subject_id: str = "up_1", *, actor_id: str | None = "user_1", **cha
 def test_migrating_applies_every_migration_once_then_nothing(backend: Backend) -> None:
     database = backend.open()
 
-    assert migrate(database) == ["create_uploads_and_audit_events"]
+    assert migrate(database) == ["create_uploads_and_audit_events", "add_verification_columns"]
     assert migrate(database) == []
     assert migrate(backend.open()) == []
 
@@ -156,7 +157,9 @@ def test_two_release_processes_migrating_at_once_apply_each_migration_once(backe
         thread.join(timeout=30)
 
     assert errors == []
-    assert sorted(results) == [[], ["create_uploads_and_audit_events"]]
+    assert len(results) == 2
+    applied = [name for result in results for name in result]
+    assert sorted(applied) == sorted(migration.name for migration in MIGRATIONS)
 
 
 @pytest.mark.parametrize(
@@ -174,7 +177,7 @@ def test_two_release_processes_migrating_at_once_apply_each_migration_once(backe
     ids=["issued-without-checksum", "verified-with-checksum"],
 )
 def test_an_added_upload_intent_reads_back_identically(
-    backend: Backend, db: peewee.Database, intent: UploadIntent
+    backend: Backend, db: peewee.Database, intent: Upload
 ) -> None:
     with PeeweeUnitOfWork(db) as uow:
         uow.uploads.add(intent)
@@ -404,3 +407,65 @@ def test_a_connection_the_server_dropped_is_unavailable_and_ping_then_reconnects
         admin.close()
         if not db.is_closed():
             db.close()
+
+
+def test_a_verified_upload_with_its_stored_image_reads_back_identically(
+    backend: Backend, db: peewee.Database
+) -> None:
+    repository = PeeweeUploadRepository(db)
+    repository.add(an_intent())
+    verified = replace(
+        an_intent(),
+        status=UploadStatus.VERIFIED,
+        updated_at=T0 + timedelta(seconds=20),
+        expires_at=T0 + timedelta(days=1),
+        stored=StoredImage("uploads/user_1/up_1.jpg", "image/jpeg", 81234, 1536, 2048, "c2hhMjU2"),
+    )
+
+    repository.save(verified)
+
+    assert PeeweeUploadRepository(backend.open()).get("up_1") == verified
+
+
+def test_a_rejection_reason_is_kept(db: peewee.Database) -> None:
+    repository = PeeweeUploadRepository(db)
+    repository.add(an_intent())
+    rejected = replace(
+        an_intent(), status=UploadStatus.REJECTED, rejection_reason="multiple_faces", updated_at=T0
+    )
+
+    repository.save(rejected)
+
+    assert repository.get("up_1") == rejected
+
+
+def test_only_one_of_two_concurrent_claims_wins_and_a_stalled_claim_can_be_taken_over(
+    db: peewee.Database,
+) -> None:
+    repository = PeeweeUploadRepository(db)
+    repository.add(an_intent())
+    now = T0 + timedelta(seconds=30)
+
+    assert repository.claim_for_verification("up_1", now, stale_before=now - timedelta(seconds=120)) is True
+    assert repository.claim_for_verification("up_1", now, stale_before=now - timedelta(seconds=120)) is False
+    later = now + timedelta(seconds=121)
+    assert (
+        repository.claim_for_verification("up_1", later, stale_before=later - timedelta(seconds=120)) is True
+    )
+    claimed = repository.get("up_1")
+    assert claimed is not None
+    assert (claimed.status, claimed.updated_at) == (UploadStatus.VERIFYING, later)
+
+
+@pytest.mark.parametrize("status", [UploadStatus.VERIFIED, UploadStatus.REJECTED, UploadStatus.EXPIRED])
+def test_a_settled_upload_cannot_be_claimed(db: peewee.Database, status: UploadStatus) -> None:
+    repository = PeeweeUploadRepository(db)
+    repository.add(an_intent(status=status, updated_at=T0))
+
+    assert (
+        repository.claim_for_verification(
+            "up_1", T0 + timedelta(hours=1), stale_before=T0 + timedelta(hours=1)
+        )
+        is False
+    )
+    assert repository.claim_for_verification("missing", T0, stale_before=T0) is False

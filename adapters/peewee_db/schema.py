@@ -1,0 +1,89 @@
+"""The schema, one function per version. Applied in order by ``migrations.migrate``; never edit a
+shipped version: add the next one."""
+
+from __future__ import annotations
+
+import peewee
+
+from adapters.peewee_db.database import execute_sql, is_postgres
+
+
+def _create_uploads_and_audit_events(db: peewee.Database) -> None:
+    pg = is_postgres(db)
+    timestamp = "TIMESTAMPTZ" if pg else "DATETIME"
+    audit_id = (
+        "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
+    )
+    statements = [
+        f"""CREATE TABLE uploads (
+            upload_id VARCHAR(64) NOT NULL PRIMARY KEY,
+            user_id VARCHAR(128) NOT NULL,
+            object_key VARCHAR(512) NOT NULL UNIQUE,
+            content_type VARCHAR(128) NOT NULL,
+            content_length BIGINT NOT NULL,
+            checksum_sha256 VARCHAR(64),
+            status VARCHAR(32) NOT NULL,
+            created_at {timestamp} NOT NULL,
+            expires_at {timestamp} NOT NULL)""",
+        "CREATE INDEX uploads_user_id ON uploads (user_id)",
+        f"""CREATE TABLE audit_events (
+            id {audit_id},
+            occurred_at {timestamp} NOT NULL,
+            event VARCHAR(64) NOT NULL,
+            actor_id VARCHAR(128),
+            subject_id VARCHAR(128),
+            outcome VARCHAR(32) NOT NULL,
+            reason TEXT,
+            details TEXT NOT NULL)""",
+        "CREATE INDEX audit_events_occurred_at ON audit_events (occurred_at)",
+        "CREATE INDEX audit_events_event ON audit_events (event)",
+        "CREATE INDEX audit_events_actor_id ON audit_events (actor_id)",
+        *(_POSTGRES_APPEND_ONLY if pg else _SQLITE_APPEND_ONLY),
+    ]
+    for statement in statements:
+        execute_sql(db, statement)
+
+
+_SQLITE_APPEND_ONLY = [
+    f"""CREATE TRIGGER audit_events_no_{action.lower()} BEFORE {action} ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END"""
+    for action in ("UPDATE", "DELETE")
+]
+
+# restrict_violation is an integrity error class, as SQLite's RAISE(ABORT) is.
+_POSTGRES_APPEND_ONLY = [
+    """CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
+                MESSAGE = 'audit_events is append-only (' || TG_OP || ' refused)';
+        END
+    $fn$""",
+    """CREATE TRIGGER audit_events_no_update_or_delete BEFORE UPDATE OR DELETE ON audit_events
+        FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()""",
+    """CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()""",
+]
+
+
+def _add_verification_columns(db: peewee.Database) -> None:
+    """US2: what verification stored (the sanitised image), why it refused, and a claim timestamp."""
+    timestamp = "TIMESTAMPTZ" if is_postgres(db) else "DATETIME"
+    columns = [
+        f"updated_at {timestamp}",
+        "stored_key VARCHAR(600)",
+        "stored_content_type VARCHAR(128)",
+        "stored_size BIGINT",
+        "width INTEGER",
+        "height INTEGER",
+        "stored_checksum_sha256 VARCHAR(64)",
+        "rejection_reason VARCHAR(64)",
+    ]
+    for column in columns:
+        execute_sql(db, f"ALTER TABLE uploads ADD COLUMN {column}")
+    execute_sql(db, "CREATE INDEX uploads_status_expires_at ON uploads (status, expires_at)")
+
+
+VERSIONS = (
+    (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
+    (2, "add_verification_columns", _add_verification_columns),
+)
