@@ -34,6 +34,7 @@ from entrypoints.local_stack import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SELFIE = ROOT / "samples" / "selfie.jpg"
+SAMPLE_NO_FACE = ROOT / "tests" / "fixtures" / "images" / "no_face.jpg"
 WORKDIR = ROOT / "var" / "demo"
 HTTP_TIMEOUT = 10
 
@@ -202,3 +203,51 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
     walk.step("PUT it again (replay)", replay)
     walk.step("PUT with a tampered signature", tampered)
     walk.step("HEAD the stored object", stored_encrypted)
+
+    s3 = make_s3_client(region="us-east-1", endpoint_url=state["s3"].url)
+
+    def keys_under(prefix: str) -> list[str]:
+        listing = s3.list_objects_v2(Bucket=env["UPLOADS_BUCKET"], Prefix=prefix)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def verify() -> str:
+        ticket = state["ticket"]
+        response = requests.post(
+            f"{api}/v1/uploads/{ticket['upload_id']}/complete",
+            json={"object_key": ticket["object_key"]},
+            headers=auth,
+            timeout=60,
+        )
+        expect(response.status_code == 200, f"expected 200, got {response.status_code}: {response.text}")
+        body = response.json()
+        kept = keys_under(ticket["object_key"])
+        expect(kept == [f"{ticket['object_key']}.jpg"], f"expected only the sanitised copy, found {kept}")
+        cleaned = s3.get_object(Bucket=env["UPLOADS_BUCKET"], Key=kept[0])["Body"].read()
+        expect(b"Exif" not in cleaned and b"GPS" not in cleaned, "metadata survived sanitising")
+        return (
+            f"{body['status']}: {body['width']}x{body['height']} {body['content_type']},"
+            f" {body['size']} bytes,"
+            f" sha256 {body['checksum_sha256'][:12]}..., no EXIF; the original is deleted; kept until"
+            f" {body['expires_at']} unless used"
+        )
+
+    def reject_no_face() -> str:
+        photo = SAMPLE_NO_FACE.read_bytes()
+        body = {"content_type": "image/jpeg", "content_length": len(photo)}
+        ticket = requests.post(f"{api}/v1/uploads", json=body, headers=auth, timeout=HTTP_TIMEOUT).json()
+        sent = requests.put(ticket["url"], data=photo, headers=ticket["headers"], timeout=HTTP_TIMEOUT)
+        expect(sent.status_code == 200, f"PUT answered {sent.status_code}")
+        expect(keys_under(ticket["object_key"]) == [ticket["object_key"]], "the PUT did not land")
+        response = requests.post(
+            f"{api}/v1/uploads/{ticket['upload_id']}/complete",
+            json={"object_key": ticket["object_key"]},
+            headers=auth,
+            timeout=60,
+        )
+        expect(response.status_code == 422, f"expected 422, got {response.status_code}: {response.text}")
+        left = keys_under(ticket["object_key"])
+        expect(left == [], f"rejected object still stored: {left}")
+        return f"422 {response.json()['code']}; the photo was deleted from the bucket"
+
+    walk.step("POST /v1/uploads/{id}/complete (sanitise + face gate)", verify)
+    walk.step(f"Upload and complete {SAMPLE_NO_FACE.name} (a rocket, no face)", reject_no_face)

@@ -13,7 +13,16 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from domain.errors import DependencyUnavailable, DomainError, InvalidRequest, Unauthenticated
+from domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    Forbidden,
+    Gone,
+    InvalidRequest,
+    NotFound,
+    Unauthenticated,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://docs.hairfluencer.app/problems/"
@@ -35,6 +44,15 @@ _HTTP_CODES: dict[int, str] = {
     500: "internal_error",
     503: "service_unavailable",
 }
+
+
+_STATUS_BY_ERROR: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Forbidden, 403),
+    (Conflict, 409),
+    (Gone, 410),
+    (InvalidRequest, 422),
+)
 
 
 class ProblemSchema(ma.Schema):
@@ -99,8 +117,9 @@ def domain_error_response(error: DomainError) -> Response:
             retryable=True,
             headers={"Retry-After": RETRY_AFTER_SECONDS_ON_UNAVAILABLE},
         )
-    if isinstance(error, InvalidRequest):
-        return problem(422, error.code, error.detail)
+    for kind, status in _STATUS_BY_ERROR:
+        if isinstance(error, kind):
+            return problem(status, error.code, error.detail, retryable=error.retryable)
     log.error("unmapped domain error", extra={"code": error.code})
     return problem(500, "internal_error", "The server could not complete the request.")
 

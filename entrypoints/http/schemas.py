@@ -52,3 +52,31 @@ class UploadTicketSchema(ma.Schema):
         required=True,
         metadata={"description": "Send exactly these headers with the PUT; S3 rejects anything else."},
     )
+
+
+class CompleteUploadSchema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    object_key = ma.fields.String(
+        required=True, metadata={"description": "The object_key issued with the upload URL."}
+    )
+
+
+class VerifiedUploadSchema(ma.Schema):
+    upload_id = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, metadata={"enum": ["verified"]})
+    content_type = ma.fields.String(
+        required=True, metadata={"description": "Of the sanitised image we keep."}
+    )
+    size = ma.fields.Integer(required=True, metadata={"description": "Bytes of the sanitised image."})
+    width = ma.fields.Integer(required=True)
+    height = ma.fields.Integer(required=True)
+    checksum_sha256 = ma.fields.String(
+        required=True, metadata={"description": "base64 SHA-256 of the sanitised image we keep."}
+    )
+    expires_at = ma.fields.DateTime(
+        required=True,
+        format=UTC_SECONDS,
+        metadata={"description": "When the selfie is deleted if no try-on uses it."},
+    )

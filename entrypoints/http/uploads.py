@@ -10,7 +10,12 @@ from flask_smorest import Blueprint
 
 from domain.model import UploadRequest
 from entrypoints.http.problems import documents_problem
-from entrypoints.http.schemas import UploadRequestSchema, UploadTicketSchema
+from entrypoints.http.schemas import (
+    CompleteUploadSchema,
+    UploadRequestSchema,
+    UploadTicketSchema,
+    VerifiedUploadSchema,
+)
 from entrypoints.http.security import current_user_id
 
 blp = Blueprint("uploads", __name__, url_prefix="/v1/uploads", description="Private selfie uploads")
@@ -49,4 +54,41 @@ class Uploads(MethodView):
             "url": str(issued.request.url),
             "expires_at": issued.intent.expires_at,
             "headers": issued.request.headers,
+        }
+
+
+@blp.route("/<string:upload_id>/complete")
+class CompleteUpload(MethodView):
+    @blp.arguments(CompleteUploadSchema)
+    @blp.response(200, VerifiedUploadSchema)
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
+    @documents_problem(blp, 403, "key_not_owned: that key was not issued to you (nothing was touched)")
+    @documents_problem(blp, 404, "upload_not_found (also for another user's upload)")
+    @documents_problem(blp, 409, "upload_missing: nothing uploaded yet, or being verified (retryable)")
+    @documents_problem(blp, 410, "upload_expired: ask for a new upload URL (retryable)")
+    @documents_problem(
+        blp,
+        422,
+        "too_large | content_type_mismatch | not_an_image | image_too_large | no_face_detected | "
+        "multiple_faces | face_too_small (the object has been deleted)",
+    )
+    @documents_problem(blp, 503, "database_unavailable | storage_unavailable (retryable)")
+    def post(self, body: dict[str, Any], upload_id: str) -> dict[str, Any]:
+        """Verify an uploaded selfie: ownership, size, type, real content, metadata stripped, one face.
+
+        Completing the same upload again returns the same answer without redoing the work.
+        """
+        upload = current_app.extensions["tryon"].upload_verifier.complete(
+            current_user_id(), upload_id, body["object_key"]
+        )
+        stored = upload.stored
+        return {
+            "upload_id": upload.upload_id,
+            "status": upload.status.value,
+            "content_type": stored.content_type,
+            "size": stored.size,
+            "width": stored.width,
+            "height": stored.height,
+            "checksum_sha256": stored.checksum_sha256,
+            "expires_at": upload.expires_at,
         }

@@ -9,6 +9,7 @@ import sys
 import pytest
 import requests
 
+from adapters.peewee_db import MIGRATIONS
 from entrypoints.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,8 @@ def test_release_migrates_once_and_is_idempotent(env):
     first, second = tryon(env, "migrate"), tryon(env, "migrate")
 
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "migrations applied: 1 (create_uploads_and_audit_events)"
+    names = ", ".join(migration.name for migration in MIGRATIONS)
+    assert first.stdout.strip() == f"migrations applied: {len(MIGRATIONS)} ({names})"
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "migrations applied: 0 (up to date)"
 

@@ -16,7 +16,16 @@ from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
-from tests.fakes import FakeAuthenticator, FakeStore, FakeUnitOfWork, FakeUploadUrlSigner, FixedClock
+from tests.fakes import (
+    FakeAuthenticator,
+    FakeFaceDetector,
+    FakeImageSanitizer,
+    FakeStore,
+    FakeUnitOfWork,
+    FakeUploadStorage,
+    FakeUploadUrlSigner,
+    FixedClock,
+)
 
 SETTINGS = Settings.from_env(
     {
@@ -34,11 +43,20 @@ def _down() -> None:
     raise StorageUnavailable("down")
 
 
-def build_app(store: FakeStore, readiness_checks: dict[str, Callable[[], None]] | None = None) -> Flask:
+def build_app(
+    store: FakeStore,
+    readiness_checks: dict[str, Callable[[], None]] | None = None,
+    storage: FakeUploadStorage | None = None,
+    detector: FakeFaceDetector | None = None,
+) -> Flask:
+    """The real app and domain with every port faked: no network, no database, no model."""
     services = bootstrap(
         SETTINGS,
         authenticator=FakeAuthenticator(),
         signer=FakeUploadUrlSigner(),
+        storage=storage or FakeUploadStorage(),
+        sanitizer=FakeImageSanitizer(),
+        detector=detector or FakeFaceDetector(),
         unit_of_work=lambda: FakeUnitOfWork(store),
         clock=FixedClock(),
         readiness_checks=readiness_checks or {"database": lambda: None},

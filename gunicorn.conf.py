@@ -1,0 +1,21 @@
+"""Gunicorn settings for the `web` process (gunicorn reads this file from the working directory).
+
+Each worker loads the face model once, right after it starts and before it takes traffic, so no
+user waits for TensorFlow. Loading happens after the fork: TensorFlow's thread pools do not survive one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+timeout = 30
+graceful_timeout = 20
+accesslog = None  # the app logs one scrubbed JSON line per request; gunicorn's would repeat it raw
+
+
+def post_worker_init(worker: Any) -> None:
+    services = getattr(worker.wsgi, "extensions", {}).get("tryon")
+    if services is not None:
+        services.face_detector.warm_up()
