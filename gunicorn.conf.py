@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from entrypoints.http.app import WORKER_WARM, warm_up
+
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 timeout = 30
 graceful_timeout = 20
@@ -16,6 +18,5 @@ accesslog = None  # the app logs one scrubbed JSON line per request; gunicorn's 
 
 
 def post_worker_init(worker: Any) -> None:
-    services = getattr(worker.wsgi, "extensions", {}).get("tryon")
-    if services is not None:
-        services.face_detector.warm_up()
+    if warm_up(worker.wsgi):
+        worker.log.info("%s (pid %s)", WORKER_WARM, worker.pid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import psycopg2
 import requests
 
 from entrypoints.dev_issuer import DevJwtIssuer
+from entrypoints.http.app import WORKER_WARM
 from entrypoints.local_stack import (
     EMULATOR_CREDENTIALS,
     LocalProcess,
@@ -74,6 +76,15 @@ def _redis(stack: ExitStack) -> str:
     return started.url
 
 
+def _wait_until_every_worker_is_warm(log: Path, workers: int, timeout: float = 120) -> None:
+    """Each web worker loads the face model after it starts; measuring before that measures the load."""
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count(WORKER_WARM) < workers:
+        if time.monotonic() > deadline:
+            raise LocalServiceError(f"web workers not warm after {timeout:.0f} s; see {log}")
+        time.sleep(0.2)
+
+
 def fresh_database() -> str:
     """Production's backend when it is here: a freshly created Postgres database; else SQLite."""
     try:
@@ -113,6 +124,7 @@ def start_stack(stack: ExitStack, *, workers: int, database_url: str | None = No
     progress(f"database {database_url.split('://')[0]}; tryon migrate: {_release('migrate', env)}")
     progress(f"tryon provision: {_release('provision', env)}")
     service = stack.enter_context(start_gunicorn(env, workers=workers, log_path=WORKDIR / "web.log"))
+    _wait_until_every_worker_is_warm(WORKDIR / "web.log", workers)
     ready = requests.get(f"{service.url}/readyz", timeout=10)
     if ready.status_code != 200:
         raise LocalServiceError(f"service /readyz answered {ready.status_code}: {ready.text[:300]}")

@@ -17,6 +17,7 @@ from entrypoints.http.security import BEARER_SCHEME, authenticate_request
 from entrypoints.logs import configure_logging
 
 MAX_JSON_BODY_BYTES = 64 * 1024
+WORKER_WARM = "worker warm: face model loaded"
 
 
 class ProblemApi(Api):  # type: ignore[misc]
@@ -44,7 +45,6 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
-        RATELIMIT_HEADERS_ENABLED=True,
     )
     app.extensions["tryon"] = services
 
@@ -64,3 +64,12 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
     api.register_blueprint(uploads.blp)
     register_error_handlers(app)
     return app
+
+
+def warm_up(app: Any) -> bool:
+    """Load slow models in this process before it takes traffic; False for an app that is not ours."""
+    services = getattr(app, "extensions", {}).get("tryon")
+    if services is None:
+        return False
+    services.face_detector.warm_up()
+    return True

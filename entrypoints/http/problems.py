@@ -127,8 +127,13 @@ def domain_error_response(error: DomainError) -> Response:
 def http_exception_response(error: HTTPException) -> Response:
     status = error.code or 500
     if isinstance(error, RateLimitExceeded):
+        window_seconds = str(error.limit.limit.get_expiry())  # the longest a fixed window can still run
         return problem(
-            429, "rate_limited", "Too many requests; retry after the Retry-After delay.", retryable=True
+            429,
+            "rate_limited",
+            "Too many requests; retry after the Retry-After delay.",
+            retryable=True,
+            headers={"Retry-After": window_seconds},
         )
     if status >= 500:
         return unexpected_error_response(error)

@@ -15,6 +15,7 @@ def install_rate_limits(app: Flask, *, storage_uri: str, uploads: Blueprint, upl
     """Must run after authentication is installed: limits are keyed by the authenticated user.
 
     If Redis is unreachable the limiter falls back to per-process memory rather than refusing uploads.
+    A refusal carries Retry-After (see problems.py); other responses carry no rate-limit headers.
     """
     limiter = Limiter(
         key_func=_user_key,
@@ -22,8 +23,9 @@ def install_rate_limits(app: Flask, *, storage_uri: str, uploads: Blueprint, upl
         storage_options={"socket_connect_timeout": 2, "socket_timeout": 2}
         if storage_uri.startswith("redis")
         else {},
-        strategy="moving-window",
-        headers_enabled=True,
+        # One Redis round trip per request (moving-window and rate-limit headers cost two more).
+        strategy="fixed-window",
+        headers_enabled=False,
         key_prefix="tryon-rl",
         in_memory_fallback_enabled=True,
         swallow_errors=True,
