@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
-from adapters.mtcnn_faces import MtcnnFaceDetector
 from peewee import Database
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
+from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import PeeweeUnitOfWork, bind, open_database, ping
 from adapters.pillow_images import PillowImageSanitizer
 from adapters.redis_store import RedisProbe, connect_redis
