@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from bench.loadgen import Result, Target, closed_loop, open_loop, probe
 from bench.report import Measured, error_problems, table, verdicts
-from bench.stack import WORKDIR, Stack, progress, start_stack
+from bench.stack import WORKDIR, Stack, env_number, progress, start_stack
 
 BODY = json.dumps(
     {
@@ -48,14 +48,6 @@ class Options:
     database_url: str | None
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-
-
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.issuance", description=__doc__.split("\n")[0])
     flags: list[tuple[str, str, float, str]] = [
@@ -69,7 +61,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         ("--users", "BENCH_USERS", 200, "distinct users whose tokens the service requests rotate through"),
     ]
     for flag, env, default, text in flags:
-        parser.add_argument(flag, type=float, default=_env_number(env, default), help=f"{text} (${env})")
+        parser.add_argument(flag, type=float, default=env_number(env, default), help=f"{text} (${env})")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL") or None,
@@ -99,6 +91,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
 
 def targets(stack: Stack, users: int) -> dict[str, Target]:
     """The same body for both systems; the service's requests rotate through ``users`` users' tokens."""
+    if stack.floor is None:
+        raise RuntimeError("the issuance benchmark needs the floor: start_stack(..., with_floor=True)")
+    floor_url = stack.floor.url
     common = {"Content-Type": "application/json", "Accept": "application/json"}
     tokens = [stack.issuer.mint(f"bench{n:04d}", ttl_seconds=TOKEN_TTL_SECONDS) for n in range(users)]
     service_headers = [{**common, "Authorization": f"Bearer {token}"} for token in tokens]
@@ -109,7 +104,7 @@ def targets(stack: Stack, users: int) -> dict[str, Target]:
 
     return {
         "service": build(stack.service.url, lambda i: service_headers[i % users]),
-        "floor": build(stack.floor.url, lambda _: common),
+        "floor": build(floor_url, lambda _: common),
     }
 
 

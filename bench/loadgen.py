@@ -11,7 +11,7 @@ import http.client
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -53,11 +53,16 @@ class Result:
 
     def percentile(self, p: float) -> float:
         """Nearest-rank percentile of the successful requests' latencies, in ms (NaN if none)."""
-        if not self.latencies_ms:
-            return math.nan
-        ordered = sorted(self.latencies_ms)
-        rank = max(1, math.ceil(p / 100 * len(ordered)))
-        return ordered[rank - 1]
+        return nearest_rank(self.latencies_ms, p)
+
+
+def nearest_rank(values: Sequence[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile of ``values`` (NaN if there are none)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
 
 
 class _Recorder:

@@ -1,7 +1,10 @@
-"""Starts what the benchmark measures, on loopback: the real service and the floor, each under gunicorn.
+"""Starts what the benchmarks measure, on loopback: the real service and (for issuance) the floor.
 
-Both run with the same gunicorn command line (the one ``entrypoints.local_stack.start_gunicorn`` uses),
-only the app module differs. Everything started is registered on the caller's ``ExitStack``.
+Shared by ``bench.issuance`` and ``bench.verification``: ministack, Redis, a dev JWT issuer, a fresh
+database, ``tryon migrate`` / ``provision``, then the real service under gunicorn with every worker's face
+model warm. The floor runs with the same gunicorn command line (the one
+``entrypoints.local_stack.start_gunicorn`` uses), only the app module differs. Everything started is
+registered on the caller's ``ExitStack``.
 """
 
 from __future__ import annotations
@@ -42,13 +45,24 @@ BENCH_DATABASE = "tryon_bench"
 @dataclass(frozen=True)
 class Stack:
     service: LocalProcess
-    floor: LocalProcess
     issuer: DevJwtIssuer
     redis_url: str
+    service_log: Path
+    """The service's gunicorn log (appended to across runs): its JSON access lines carry ``duration_ms``."""
+    floor: LocalProcess | None = None
 
 
 def progress(message: str) -> None:
     print(f"[bench] {message}", flush=True)
+
+
+def env_number(name: str, default: float) -> float:
+    """A numeric default from the environment (a flag given on the command line still wins)."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
 def _release(command: str, env: dict[str, str]) -> str:
@@ -76,10 +90,17 @@ def _redis(stack: ExitStack) -> str:
     return started.url
 
 
-def _wait_until_every_worker_is_warm(log: Path, workers: int, timeout: float = 120) -> None:
-    """Each web worker loads the face model after it starts; measuring before that measures the load."""
+def _log_size(log: Path) -> int:
+    return log.stat().st_size if log.exists() else 0
+
+
+def _wait_until_every_worker_is_warm(log: Path, since: int, workers: int, timeout: float = 120) -> None:
+    """Each web worker loads the face model after it starts; measuring before that measures the load.
+
+    The log is appended to across runs: only what this run wrote (from byte ``since``) counts.
+    """
     deadline = time.monotonic() + timeout
-    while log.read_text(errors="replace").count(WORKER_WARM) < workers:
+    while log.read_bytes()[since:].decode(errors="replace").count(WORKER_WARM) < workers:
         if time.monotonic() > deadline:
             raise LocalServiceError(f"web workers not warm after {timeout:.0f} s; see {log}")
         time.sleep(0.2)
@@ -101,8 +122,10 @@ def fresh_database() -> str:
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
 
 
-def start_stack(stack: ExitStack, *, workers: int, database_url: str | None = None) -> Stack:
-    """``database_url`` None: see ``fresh_database``."""
+def start_stack(
+    stack: ExitStack, *, workers: int, database_url: str | None = None, with_floor: bool = True
+) -> Stack:
+    """``database_url`` None: see ``fresh_database``. ``with_floor``: also start ``bench.floor_app``."""
     WORKDIR.mkdir(parents=True, exist_ok=True)
     database_url = database_url or fresh_database()
     os.environ.update(EMULATOR_CREDENTIALS)
@@ -123,14 +146,18 @@ def start_stack(stack: ExitStack, *, workers: int, database_url: str | None = No
     }
     progress(f"database {database_url.split('://')[0]}; tryon migrate: {_release('migrate', env)}")
     progress(f"tryon provision: {_release('provision', env)}")
-    service = stack.enter_context(start_gunicorn(env, workers=workers, log_path=WORKDIR / "web.log"))
-    _wait_until_every_worker_is_warm(WORKDIR / "web.log", workers)
+    service_log = WORKDIR / "web.log"
+    log_start = _log_size(service_log)
+    service = stack.enter_context(start_gunicorn(env, workers=workers, log_path=service_log))
+    _wait_until_every_worker_is_warm(service_log, log_start, workers)
     ready = requests.get(f"{service.url}/readyz", timeout=10)
     if ready.status_code != 200:
         raise LocalServiceError(f"service /readyz answered {ready.status_code}: {ready.text[:300]}")
     progress(f"service: gunicorn wsgi:app, {workers} workers, at {service.url} (ready)")
+    if not with_floor:
+        return Stack(service=service, issuer=issuer, redis_url=redis_url, service_log=service_log)
     floor = stack.enter_context(
         start_gunicorn(env, app="bench.floor_app:app", workers=workers, log_path=WORKDIR / "floor.log")
     )
     progress(f"floor: gunicorn bench.floor_app:app, {workers} workers, at {floor.url}")
-    return Stack(service=service, floor=floor, issuer=issuer, redis_url=redis_url)
+    return Stack(service=service, issuer=issuer, redis_url=redis_url, service_log=service_log, floor=floor)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from flask import Flask, Response
 from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from domain.errors import DomainError
 from entrypoints.bootstrap import Services, bootstrap
 from entrypoints.http import ops, uploads
 from entrypoints.http.problems import ProblemSchema, http_exception_response, register_error_handlers
@@ -72,4 +74,7 @@ def warm_up(app: Any) -> bool:
     if services is None:
         return False
     services.face_detector.warm_up()
+    for check in services.readiness_checks.values():  # opens the pools and clients the first request would
+        with contextlib.suppress(DomainError):
+            check()
     return True

@@ -1,0 +1,491 @@
+"""`make bench`: `POST /v1/uploads/{id}/complete` latency for a 12 MP selfie, beside the naive pipeline.
+
+One client, like one user, uploads the same 12 MP (4032 x 3024) face JPEG (``bench.photo``) N times through
+the real service on loopback (ministack S3, Redis, Postgres when it answers): ``POST /v1/uploads``, the
+``PUT`` to the pre-signed URL, then ``POST .../complete``, which is what is timed. Then, after the stack is
+stopped, in this process on the same bytes: the service's own pipeline (``PillowImageSanitizer`` +
+``MtcnnFaceDetector`` on its preview, showing how much of the API latency is HTTP, S3 and the database), and
+the naive one (full-resolution decode + MTCNN on the full image). Targets (from the issue, 2 cores):
+complete p95 <= 350 ms, at least 25x faster than naive, web worker RSS <= 900 MB.
+
+It is a measurement: missing a target still exits 0. It exits 1 if the stack does not start, more than
+one complete fails, or the in-process pipeline refuses the photo; 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import math
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import requests
+
+from bench.loadgen import nearest_rank
+from bench.memory import Memory, children, memory
+from bench.photo import DEFAULT_GRAIN, HEIGHT, WIDTH, twelve_megapixel_selfie
+from bench.stack import WORKDIR, Stack, env_number, progress, start_stack
+
+P95_TARGET_MS = 350.0
+SPEED_UP_TARGET = 25.0
+WORKER_RSS_TARGET_MB = 900.0
+MAX_FAILED_COMPLETES = 1
+TOKEN_TTL_SECONDS = 3600
+HTTP_TIMEOUT_SECONDS = 10
+PUT_TIMEOUT_SECONDS = 60
+COMPLETE_TIMEOUT_SECONDS = 60
+CONTENT_TYPE = "image/jpeg"
+
+
+@dataclass(frozen=True)
+class Options:
+    samples: int
+    naive_samples: int
+    pipeline_samples: int
+    warmup: int
+    users: int
+    workers: int
+    grain: float
+    budget_seconds: float
+    database_url: str | None
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.verification", description=__doc__.split("\n")[0])
+    flags: list[tuple[str, str, float, str]] = [
+        ("--samples", "BENCH_VERIFY_SAMPLES", 30, "timed uploads through the API, one after another"),
+        ("--naive-samples", "BENCH_NAIVE_SAMPLES", 2, "naive full-resolution runs (~10+ s each); 0 skips"),
+        ("--pipeline-samples", "BENCH_PIPELINE_SAMPLES", 30, "in-process runs of the service's pipeline"),
+        ("--warmup", "BENCH_VERIFY_WARMUP", 2, "untimed uploads before the timed ones (shown apart)"),
+        ("--users", "BENCH_VERIFY_USERS", 5, "distinct users the uploads rotate through"),
+        ("--workers", "BENCH_WORKERS", 2, "gunicorn workers of the service"),
+        ("--grain", "BENCH_GRAIN", DEFAULT_GRAIN, "sensor-like noise sigma in the photo; 0 for none"),
+        ("--budget-seconds", "BENCH_VERIFY_BUDGET_SECONDS", 1200, "stop sampling after this long"),
+    ]
+    for flag, env, default, text in flags:
+        parser.add_argument(flag, type=float, default=env_number(env, default), help=f"{text} (${env})")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL") or None,
+        help="DATABASE_URL for the service; default a fresh Postgres database, else SQLite",
+    )
+    args = parser.parse_args(argv)
+    options = Options(
+        samples=int(args.samples),
+        naive_samples=int(args.naive_samples),
+        pipeline_samples=int(args.pipeline_samples),
+        warmup=int(args.warmup),
+        users=int(args.users),
+        workers=int(args.workers),
+        grain=args.grain,
+        budget_seconds=args.budget_seconds,
+        database_url=args.database_url,
+    )
+    if not 1 <= options.samples <= 1000 or not 0 <= options.pipeline_samples <= 1000:
+        parser.error("samples must be 1-1000 and pipeline samples 0-1000")
+    if not 0 <= options.naive_samples <= 10 or not 0 <= options.warmup <= 20:
+        parser.error("naive samples must be 0-10 and warm-up 0-20")
+    if not (1 <= options.users <= 100 and 1 <= options.workers <= 32 and 0 <= options.grain <= 64):
+        parser.error("users must be 1-100, workers 1-32, grain 0-64")
+    if not 10 <= options.budget_seconds <= 7200:
+        parser.error("budget must be 10-7200 s")
+    return options
+
+
+class SampleFailed(Exception):
+    pass
+
+
+@dataclass
+class ServiceRun:
+    complete_ms: list[float] = field(default_factory=list)
+    put_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    """``duration_ms`` from the service's access log for the timed completes: the time inside Flask."""
+    warmup_ms: list[float] = field(default_factory=list)
+    failures: int = 0
+    first_failure: str = ""
+    request_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InProcessRun:
+    """``total_ms`` per sample, split into ``decode_ms`` (decode/sanitise) and ``detect_ms`` (MTCNN)."""
+
+    total_ms: list[float] = field(default_factory=list)
+    decode_ms: list[float] = field(default_factory=list)
+    detect_ms: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    faces: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WebMemory:
+    master: Memory
+    workers: list[Memory]
+
+
+class Uploader:
+    """One user-like client: issue, PUT, complete, over one ``requests.Session``."""
+
+    def __init__(self, stack: Stack, photo: bytes, users: int) -> None:
+        self._api = stack.service.url
+        self._photo = photo
+        self._checksum = base64.b64encode(hashlib.sha256(photo).digest()).decode()
+        self._auth = [
+            {"Authorization": f"Bearer {stack.issuer.mint(f'benchv{n:03d}', ttl_seconds=TOKEN_TTL_SECONDS)}"}
+            for n in range(users)
+        ]
+        self._session = requests.Session()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def upload(self, index: int) -> tuple[float, float, str]:
+        """(complete ms, PUT ms, request id of the complete); ``SampleFailed`` unless it ends ``verified``."""
+        auth = self._auth[index % len(self._auth)]
+        body = {
+            "content_type": CONTENT_TYPE,
+            "content_length": len(self._photo),
+            "checksum_sha256": self._checksum,
+        }
+        issued = self._session.post(
+            f"{self._api}/v1/uploads", json=body, headers=auth, timeout=HTTP_TIMEOUT_SECONDS
+        )
+        if issued.status_code != 201:
+            raise SampleFailed(f"POST /v1/uploads answered {issued.status_code}: {issued.text[:200]}")
+        ticket = issued.json()
+        started = time.perf_counter()
+        sent = self._session.put(
+            ticket["url"], data=self._photo, headers=ticket["headers"], timeout=PUT_TIMEOUT_SECONDS
+        )
+        put_ms = (time.perf_counter() - started) * 1000
+        if sent.status_code != 200:
+            raise SampleFailed(f"PUT answered {sent.status_code}: {sent.text[:200]}")
+        request_id = f"benchv-{secrets.token_hex(8)}"
+        started = time.perf_counter()
+        completed = self._session.post(
+            f"{self._api}/v1/uploads/{ticket['upload_id']}/complete",
+            json={"object_key": ticket["object_key"]},
+            headers={**auth, "X-Request-ID": request_id},
+            timeout=COMPLETE_TIMEOUT_SECONDS,
+        )
+        complete_ms = (time.perf_counter() - started) * 1000
+        if completed.status_code != 200 or completed.json().get("status") != "verified":
+            raise SampleFailed(f"complete answered {completed.status_code}: {completed.text[:300]}")
+        return complete_ms, put_ms, request_id
+
+
+def measure_service(stack: Stack, photo: bytes, options: Options, deadline: float) -> ServiceRun:
+    run = ServiceRun()
+    uploader = Uploader(stack, photo, options.users)
+    try:
+        for index in range(options.warmup + options.samples):
+            if time.monotonic() > deadline:
+                progress(f"time budget of {options.budget_seconds:g} s spent; stopping after {index} uploads")
+                break
+            warming = index < options.warmup
+            label = (
+                f"warm-up {index + 1}/{options.warmup}"
+                if warming
+                else f"complete {index - options.warmup + 1}/{options.samples}"
+            )
+            try:
+                complete_ms, put_ms, request_id = uploader.upload(index)
+            except (SampleFailed, requests.RequestException, ValueError) as failure:
+                run.failures += 1
+                run.first_failure = run.first_failure or f"{type(failure).__name__}: {failure}"
+                progress(f"{label}: FAILED: {failure}")
+                continue
+            progress(f"{label}: {complete_ms:.0f} ms (PUT {put_ms:.0f} ms)")
+            if warming:
+                run.warmup_ms.append(complete_ms)
+            else:
+                run.complete_ms.append(complete_ms)
+                run.put_ms.append(put_ms)
+                run.request_ids.append(request_id)
+    finally:
+        uploader.close()
+    return run
+
+
+def web_memory(stack: Stack) -> WebMemory:
+    master = stack.service.process.pid
+    return WebMemory(master=memory(master), workers=[memory(pid) for pid in children(master)])
+
+
+def server_durations(log: Path, since: int, request_ids: Sequence[str]) -> list[float]:
+    """The access log's ``duration_ms`` of the given requests, in their order (missing ones left out)."""
+    wanted = set(request_ids)
+    found: dict[str, float] = {}
+    for line in log.read_bytes()[since:].decode(errors="replace").splitlines():
+        if '"tryon.access"' not in line or "benchv-" not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("request_id") in wanted and "duration_ms" in entry:
+            found[entry["request_id"]] = float(entry["duration_ms"])
+    return [found[request_id] for request_id in request_ids if request_id in found]
+
+
+def measure_pipeline(photo: bytes, samples: int, deadline: float) -> InProcessRun:
+    """The service's own adapters, in this process: sanitise (draft decode), then MTCNN on the preview."""
+    from adapters.mtcnn_faces import MtcnnFaceDetector  # noqa: PLC0415 - loads TensorFlow
+    from adapters.pillow_images.sanitizer import PillowImageSanitizer  # noqa: PLC0415
+    from domain.faces import FacePolicy  # noqa: PLC0415
+
+    run = InProcessRun()
+    sanitizer, detector, policy = PillowImageSanitizer(), MtcnnFaceDetector(), FacePolicy()
+    progress("in-process pipeline: loading the face model and warming it up as a web worker does ...")
+    detector.warm_up()
+    for index in range(samples):
+        if time.monotonic() > deadline:
+            progress(f"time budget spent; stopping after {index} in-process samples")
+            break
+        started = time.perf_counter()
+        image = sanitizer.sanitize(photo, CONTENT_TYPE)
+        sanitized = time.perf_counter()
+        faces = detector.detect(image.preview)
+        finished = time.perf_counter()
+        run.decode_ms.append((sanitized - started) * 1000)
+        run.detect_ms.append((finished - sanitized) * 1000)
+        run.total_ms.append((finished - started) * 1000)
+        refusal = policy.refusal(faces, image.preview.width, image.preview.height)
+        if refusal is not None:
+            run.problems.append(f"in-process sample {index + 1}: the face gate refused the photo: {refusal}")
+        if index == 0:
+            run.faces.append(
+                f"{image.width}x{image.height} sanitised, {image.preview.width}x{image.preview.height}"
+                f" preview, {len(faces)} face(s), best {max((f.confidence for f in faces), default=0):.3f}"
+            )
+    progress(f"  in-process pipeline: {_summary(run)}")
+    return run
+
+
+def measure_naive(photo: bytes, samples: int, deadline: float) -> InProcessRun:
+    """Full-resolution decode (no draft) + ``MTCNN()`` (the full cascade, as the adapter) on the full image.
+
+    Run after ``measure_pipeline``, so TensorFlow has the same thread pools as in a web worker.
+    """
+    import numpy as np  # noqa: PLC0415
+    from mtcnn import MTCNN  # type: ignore[import-untyped]  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    run = InProcessRun()
+    if samples == 0:
+        return run
+    progress("naive: building MTCNN() and priming it with one 512 px inference (untimed) ...")
+    model: Any = MTCNN()
+    model.detect_faces(np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    for index in range(samples):
+        if time.monotonic() > deadline:
+            progress(f"time budget spent; stopping after {index} naive samples")
+            break
+        progress(
+            f"naive {index + 1}/{samples}: full-resolution decode + MTCNN on {WIDTH}x{HEIGHT} (~10+ s) ..."
+        )
+        started = time.perf_counter()
+        with Image.open(io.BytesIO(photo)) as opened:
+            pixels = np.asarray(opened.convert("RGB"))
+        decoded = time.perf_counter()
+        found = model.detect_faces(pixels)
+        finished = time.perf_counter()
+        del pixels
+        run.decode_ms.append((decoded - started) * 1000)
+        run.detect_ms.append((finished - decoded) * 1000)
+        run.total_ms.append((finished - started) * 1000)
+        confidences = sorted((float(face["confidence"]) for face in found), reverse=True)
+        run.faces.append(f"{len(found)} face(s), confidences {[round(c, 3) for c in confidences[:3]]}")
+        progress(
+            f"  {run.total_ms[-1]:.0f} ms (decode {run.decode_ms[-1]:.0f} ms,"
+            f" MTCNN {run.detect_ms[-1]:.0f} ms); {run.faces[-1]}"
+        )
+    return run
+
+
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.0f}"
+
+
+def _summary(run: InProcessRun) -> str:
+    return (
+        f"{len(run.total_ms)} samples, p50 {_ms(nearest_rank(run.total_ms, 50))} ms"
+        f" (decode/sanitise p50 {_ms(nearest_rank(run.decode_ms, 50))} ms,"
+        f" MTCNN p50 {_ms(nearest_rank(run.detect_ms, 50))} ms)"
+    )
+
+
+def table(service: ServiceRun, pipeline: InProcessRun, naive: InProcessRun) -> str:
+    columns = [
+        ("service complete (API)", service.complete_ms),
+        ("in-process pipeline", pipeline.total_ms),
+        ("naive full-res", naive.total_ms),
+    ]
+    rows: list[tuple[str, list[str]]] = [("", [name for name, _ in columns])]
+    rows.append(("samples", [str(len(values)) for _, values in columns]))
+    for label, p in (("p50 ms", 50.0), ("p95 ms", 95.0)):
+        rows.append((label, [_ms(nearest_rank(values, p)) for _, values in columns]))
+    rows.append(("max ms", [_ms(max(values, default=math.nan)) for _, values in columns]))
+    rows.append(
+        (
+            "  of which decode p50",
+            ["", _ms(nearest_rank(pipeline.decode_ms, 50)), _ms(nearest_rank(naive.decode_ms, 50))],
+        )
+    )
+    rows.append(
+        (
+            "  of which MTCNN p50",
+            ["", _ms(nearest_rank(pipeline.detect_ms, 50)), _ms(nearest_rank(naive.detect_ms, 50))],
+        )
+    )
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [f"{label:<{width}}" + "".join(f"{cell:>24}" for cell in cells) for label, cells in rows]
+    lines.insert(1, "-" * (width + 24 * len(columns)))
+    return "\n".join(lines)
+
+
+def details(
+    photo: bytes, service: ServiceRun, web: WebMemory | None, pipeline: InProcessRun, naive: InProcessRun
+) -> list[str]:
+    lines = [f"photo: {WIDTH}x{HEIGHT} JPEG q92 with EXIF (Orientation 1, GPS), {len(photo)} bytes"]
+    lines.append(
+        f"PUT to S3 (ministack) ms: p50 {_ms(nearest_rank(service.put_ms, 50))},"
+        f" p95 {_ms(nearest_rank(service.put_ms, 95))}, max {_ms(max(service.put_ms, default=math.nan))}"
+    )
+    lines.append(
+        f"complete, time inside Flask (access log duration_ms, {len(service.server_ms)} found): "
+        f"p50 {_ms(nearest_rank(service.server_ms, 50))}, p95 {_ms(nearest_rank(service.server_ms, 95))},"
+        f" max {_ms(max(service.server_ms, default=math.nan))}"
+    )
+    if service.warmup_ms:
+        lines.append(
+            "warm-up completes (not in the figures): " + ", ".join(f"{v:.0f} ms" for v in service.warmup_ms)
+        )
+    lines.append(
+        f"complete failures: {service.failures}"
+        + (f" (first: {service.first_failure})" if service.failures else "")
+    )
+    if web is not None:
+        for worker in web.workers:
+            lines.append(
+                f"web worker pid {worker.pid}: RSS {worker.rss_mb:.0f} MB,"
+                f" peak (VmHWM) {worker.hwm_mb:.0f} MB"
+            )
+        lines.append(
+            f"web master pid {web.master.pid}: RSS {web.master.rss_mb:.0f} MB; web total (master + "
+            f"{len(web.workers)} workers, each with its own model): "
+            f"{web.master.rss_mb + sum(w.rss_mb for w in web.workers):.0f} MB  (MB = 10^6 bytes)"
+        )
+    if pipeline.faces:
+        lines.append(f"in-process pipeline: {pipeline.faces[0]}")
+    if naive.faces:
+        lines.append(f"naive found: {naive.faces[0]}")
+        lines.append(
+            f"bench process peak RSS (incl. naive full-res MTCNN): {memory(os.getpid()).hwm_mb:.0f} MB"
+        )
+    return lines
+
+
+def verdicts(service: ServiceRun, web: WebMemory | None, naive: InProcessRun) -> list[str]:
+    def mark(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    p95 = nearest_rank(service.complete_ms, 95)
+    lines = [f"complete p95 <= {P95_TARGET_MS:g} ms: {mark(p95 <= P95_TARGET_MS)} ({_ms(p95)} ms)"]
+    service_p50, naive_p50 = nearest_rank(service.complete_ms, 50), nearest_rank(naive.total_ms, 50)
+    if math.isnan(naive_p50) or math.isnan(service_p50):
+        lines.append(f">= {SPEED_UP_TARGET:g}x faster than naive: NOT MEASURED (no naive samples)")
+    else:
+        ratio = naive_p50 / service_p50
+        lines.append(
+            f">= {SPEED_UP_TARGET:g}x faster than naive: {mark(ratio >= SPEED_UP_TARGET)} ({ratio:.1f}x, "
+            f"naive median {naive_p50:.0f} ms / service median {service_p50:.0f} ms)"
+        )
+    if web is None or not web.workers:
+        lines.append(f"web worker RSS <= {WORKER_RSS_TARGET_MB:g} MB: NOT MEASURED (no workers found)")
+    else:
+        biggest = max(web.workers, key=lambda worker: worker.rss_kib)
+        lines.append(
+            f"web worker RSS <= {WORKER_RSS_TARGET_MB:g} MB: {mark(biggest.rss_mb <= WORKER_RSS_TARGET_MB)}"
+            f" ({biggest.rss_mb:.0f} MB, the largest of {len(web.workers)} workers;"
+            f" its peak {biggest.hwm_mb:.0f} MB)"
+        )
+    return lines
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops what was started, like Ctrl-C
+    deadline = time.monotonic() + options.budget_seconds
+    progress(f"making the {WIDTH}x{HEIGHT} face JPEG (grain sigma {options.grain:g}) ...")
+    photo = twelve_megapixel_selfie(options.grain)
+    progress(f"  {len(photo)} bytes ({len(photo) / 1e6:.2f} MB)")
+    web: WebMemory | None = None
+    try:
+        with ExitStack() as stack:
+            progress(f"starting the stack on loopback (logs under {WORKDIR}) ...")
+            try:
+                started = start_stack(
+                    stack, workers=options.workers, database_url=options.database_url, with_floor=False
+                )
+                log_start = started.service_log.stat().st_size
+                progress(
+                    f"service: {options.warmup} warm-up + {options.samples} timed uploads, one at a time, "
+                    f"{options.users} users ..."
+                )
+                service = measure_service(started, photo, options, deadline)
+                web = web_memory(started)
+            except Exception as error:
+                progress(f"FAILED: {type(error).__name__}: {error}")
+                return 1
+            progress("stopping everything started ...")
+        service.server_ms = server_durations(started.service_log, log_start, service.request_ids)
+        try:
+            pipeline = measure_pipeline(photo, options.pipeline_samples, deadline)
+            naive = measure_naive(photo, options.naive_samples, deadline)
+        except Exception as error:
+            progress(f"FAILED in process: {type(error).__name__}: {error}")
+            return 1
+    except KeyboardInterrupt:
+        print("\n[bench] interrupted; everything started has been stopped", file=sys.stderr)
+        return 130
+    print()
+    print(table(service, pipeline, naive))
+    print()
+    for line in details(photo, service, web, pipeline, naive):
+        print(line)
+    print()
+    for line in verdicts(service, web, naive):
+        print(line)
+    problems = list(pipeline.problems)
+    if service.failures > MAX_FAILED_COMPLETES or not service.complete_ms:
+        problems.append(
+            f"{service.failures} of {options.warmup + options.samples} uploads failed"
+            f" (first: {service.first_failure})"
+        )
+    for problem in problems:
+        print(f"ERROR: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
