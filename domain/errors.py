@@ -77,3 +77,19 @@ class ContentRejected(InvalidRequest):
     """What was uploaded is not an acceptable selfie; it has been deleted."""
 
     code = "content_rejected"
+
+
+class GenerationFailed(DomainError):
+    """fal.ai could not produce the try-on. ``code`` is one of the contract's try-on error codes:
+    content_policy_violation, invalid_request, upstream_unavailable, upstream_timeout, source_expired,
+    generation_failed. ``retryable`` says whether another attempt (with a fresh URL) may succeed."""
+
+    code = "generation_failed"
+
+    def __init__(self, detail: str, *, code: str | None = None, retryable: bool = False) -> None:
+        super().__init__(detail, code=code)
+        self.retryable = retryable
+
+
+class QueueUnavailable(DependencyUnavailable):
+    code = "queue_unavailable"
