@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from domain.errors import DependencyUnavailable
-
-
-class QueueUnavailable(DependencyUnavailable):
-    code = "queue_unavailable"
+from domain.errors import QueueUnavailable
 
 
 def connect_redis(url: str) -> redis.Redis:

@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from domain.errors import ContentRejected, StorageUnavailable
 from domain.model import ObjectInfo, PresignedPut, SignedUrl, UploadRequest
-from domain.ports import UploadStorage, UploadUrlSigner
+from domain.ports import ResultStorage, SourceUrlSigner, UploadStorage, UploadUrlSigner
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -72,8 +72,8 @@ class S3UploadUrlSigner(UploadUrlSigner):
         return PresignedPut(url=SignedUrl(url), headers=headers)
 
 
-class S3UploadStorage(UploadStorage):
-    """The uploads bucket as verification sees it. Every write is encrypted and write-once."""
+class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
+    """One private bucket (uploads or processed). Every write is encrypted and write-once."""
 
     def __init__(
         self, client: S3Client, bucket: str, *, sse: str = "AES256", kms_key_id: str | None = None
@@ -126,6 +126,15 @@ class S3UploadStorage(UploadStorage):
             raise StorageUnavailable("could not store the image") from error
         except BotoCoreError as error:
             raise StorageUnavailable("could not store the image") from error
+
+    def presign_get(self, object_key: str, ttl_seconds: int) -> SignedUrl:
+        try:
+            url = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": object_key}, ExpiresIn=ttl_seconds
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise StorageUnavailable("could not sign a download URL") from error
+        return SignedUrl(url)
 
     def delete(self, object_key: str) -> None:
         try:

@@ -15,9 +15,11 @@ from domain.model import (
     Pixels,
     PresignedPut,
     SanitizedImage,
+    SignedUrl,
     Upload,
     UploadRequest,
 )
+from domain.tryons import TryOn, TryOnResult
 
 
 class Clock(Protocol):
@@ -94,11 +96,43 @@ class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> None: ...
 
 
+class TryOnRepository(Protocol):
+    def add(self, tryon: TryOn) -> None: ...
+
+    def get(self, tryon_id: str) -> TryOn | None: ...
+
+    def by_idempotency_key(self, user_id: str, key: str) -> TryOn | None: ...
+
+    def save(self, tryon: TryOn) -> None:
+        """Persist the try-on's state; this also ends the current step's lease."""
+        ...
+
+    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> bool:
+        """Take the try-on for one step unless it is settled or another worker's lease is still running."""
+        ...
+
+    def unsettled_for_upload(self, upload_id: str) -> int: ...
+
+    def due(self, before: datetime, limit: int) -> list[str]:
+        """Unsettled try-ons whose next step was due before ``before`` and that nobody holds."""
+        ...
+
+
+class ResultRepository(Protocol):
+    def add_if_absent(self, result: TryOnResult) -> None: ...
+
+    def for_tryon(self, tryon_id: str) -> list[TryOnResult]: ...
+
+    def get(self, result_id: str) -> TryOnResult | None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Nothing is kept unless ``commit`` is called before the block ends."""
 
     uploads: UploadRepository
     audit: AuditLog
+    tryons: TryOnRepository
+    results: ResultRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -110,6 +144,30 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     def commit(self) -> None: ...
+
+
+class TryOnQueue(Protocol):
+    """Asks a worker to advance a try-on by one step, now or later. Raises DependencyUnavailable."""
+
+    def advance_soon(self, tryon_id: str) -> None: ...
+
+    def advance_in(self, tryon_id: str, seconds: float) -> None: ...
+
+    def expire_upload_at(self, upload_id: str, when: datetime) -> None: ...
+
+
+class SourceUrlSigner(Protocol):
+    def presign_get(self, object_key: str, ttl_seconds: int) -> SignedUrl:
+        """A short-lived GET URL for a stored source image, for the generator to fetch once."""
+        ...
+
+
+class ResultStorage(Protocol):
+    """The private processed bucket."""
+
+    def put_new(self, object_key: str, data: bytes, content_type: str) -> None: ...
+
+    def read(self, object_key: str, max_bytes: int) -> bytes: ...
 
 
 @dataclass(frozen=True)

@@ -5,28 +5,38 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from peewee import Database
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
+from adapters.fal_queue import FalQueueGenerator
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import PeeweeUnitOfWork, bind, open_database, ping
 from adapters.pillow_images import PillowImageSanitizer
 from adapters.redis_store import RedisProbe, connect_redis
-from adapters.s3_storage import S3BucketProbe, S3UploadStorage, S3UploadUrlSigner, make_s3_client
+from adapters.rq_queue import RqTryOnQueue
+from adapters.s3_storage import S3BucketProbe, S3PrivateObjects, S3UploadUrlSigner, make_s3_client
 from adapters.system import RandomIds, SystemClock
 from domain.faces import FacePolicy
+from domain.generation import ImageGenerator
 from domain.ports import (
     Authenticator,
     Clock,
     FaceDetector,
     IdGenerator,
     ImageSanitizer,
+    ResultStorage,
+    SourceUrlSigner,
+    TryOnQueue,
     UnitOfWork,
     UploadStorage,
     UploadUrlSigner,
 )
+from domain.retention import SourceExpiry
 from domain.scrubbing import Scrubber
+from domain.tryon_runner import RunnerPolicy, TryOnRunner
+from domain.tryons import TryOnDesk
 from domain.uploads import UploadIssuer, UploadPolicy
 from domain.verification import UploadVerifier, VerificationPolicy
 from entrypoints.settings import Settings
@@ -48,85 +58,148 @@ class Services:
     upload_issuer: UploadIssuer
     upload_verifier: UploadVerifier
     face_detector: FaceDetector
+    tryon_desk: TryOnDesk
+    results: ResultStorage
+    source_expiry: SourceExpiry
+    tryon_runner: TryOnRunner | None
+    """None where FAL_API_KEY is not set: only the worker needs it."""
     readiness_checks: Mapping[str, ReadinessCheck]
     rate_limit_storage_uri: str = field(repr=False)
     end_request: Callable[[], None] = field(default=lambda: None)
 
 
+@dataclass
+class Adapters:
+    """Every port's implementation: real ones from Settings unless a test passed its own."""
+
+    authenticator: Authenticator | None = None
+    signer: UploadUrlSigner | None = None
+    storage: UploadStorage | None = None
+    sanitizer: ImageSanitizer | None = None
+    detector: FaceDetector | None = None
+    unit_of_work: Callable[[], UnitOfWork] | None = None
+    clock: Clock | None = None
+    ids: IdGenerator | None = None
+    queue: TryOnQueue | None = None
+    generator: ImageGenerator | None = None
+    source_signer: SourceUrlSigner | None = None
+    results: ResultStorage | None = None
+
+
 def bootstrap(
     settings: Settings | None = None,
     *,
-    authenticator: Authenticator | None = None,
-    signer: UploadUrlSigner | None = None,
-    storage: UploadStorage | None = None,
-    sanitizer: ImageSanitizer | None = None,
-    detector: FaceDetector | None = None,
-    unit_of_work: Callable[[], UnitOfWork] | None = None,
-    clock: Clock | None = None,
-    ids: IdGenerator | None = None,
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     rate_limit_storage_uri: str | None = None,
+    **overrides: object,
 ) -> Services:
     settings = settings or Settings.from_env()
+    ports = Adapters(**overrides)  # type: ignore[arg-type]
     checks: dict[str, ReadinessCheck] = {}
     end_request: Callable[[], None] = lambda: None  # noqa: E731
 
-    if unit_of_work is None:
+    if ports.unit_of_work is None:
         database = open_database(settings.database_url)
         bind(database)
-        unit_of_work = lambda: PeeweeUnitOfWork(database)  # noqa: E731
+        ports.unit_of_work = lambda: PeeweeUnitOfWork(database)
         checks["database"] = lambda: ping(database)
         end_request = partial(close_connection, database)
-
-    if signer is None or storage is None:
-        s3 = make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)
-        sse, kms_key_id = settings.s3_sse, settings.s3_sse_kms_key_id
-        signer = signer or S3UploadUrlSigner(s3, settings.uploads_bucket, sse=sse, kms_key_id=kms_key_id)
-        storage = storage or S3UploadStorage(s3, settings.uploads_bucket, sse=sse, kms_key_id=kms_key_id)
-        checks["storage"] = S3BucketProbe(s3, (settings.uploads_bucket, settings.processed_bucket)).check
-
-    if rate_limit_storage_uri is None:
-        rate_limit_storage_uri = settings.redis_url
-        checks["redis"] = RedisProbe(connect_redis(settings.redis_url)).check
-
-    if authenticator is None:
-        authenticator = BetterAuthJwtAuthenticator(
-            jwks_url=settings.better_auth_jwks_url,
-            issuer=settings.better_auth_issuer,
-            audience=settings.better_auth_audience,
+    if None in (ports.signer, ports.storage, ports.results, ports.source_signer):
+        _s3(settings, ports, checks)
+    if rate_limit_storage_uri is None or ports.queue is None:
+        redis = connect_redis(settings.redis_url)
+        rate_limit_storage_uri = rate_limit_storage_uri or settings.redis_url
+        ports.queue = ports.queue or RqTryOnQueue(redis)
+        checks["redis"] = RedisProbe(redis).check
+    if ports.generator is None and settings.fal_api_key:
+        ports.generator = FalQueueGenerator(
+            api_key=settings.fal_api_key,
+            queue_url=settings.fal_queue_url,
+            model=settings.fal_model,
+            result_hosts=settings.fal_result_hosts,
         )
-
-    clock = clock or SystemClock()
-    detector = detector or MtcnnFaceDetector()
-    verifier = UploadVerifier(
-        policy=VerificationPolicy(
-            max_upload_bytes=settings.max_upload_bytes,
-            unused_upload_ttl_seconds=settings.unused_upload_ttl_seconds,
-        ),
-        faces=FacePolicy(),
-        storage=storage,
-        sanitizer=sanitizer or PillowImageSanitizer(),
-        detector=detector,
-        unit_of_work=unit_of_work,
-        clock=clock,
-    )
-    issuer = UploadIssuer(
-        policy=UploadPolicy(
-            max_upload_bytes=settings.max_upload_bytes, url_ttl_seconds=settings.upload_url_ttl_seconds
-        ),
-        signer=signer,
-        unit_of_work=unit_of_work,
-        clock=clock,
-        ids=ids or RandomIds(),
-    )
     return Services(
         settings=settings,
         scrubber=Scrubber([settings.uploads_bucket, settings.processed_bucket, settings.fal_api_key]),
-        authenticator=authenticator,
-        upload_issuer=issuer,
-        upload_verifier=verifier,
-        face_detector=detector,
+        authenticator=ports.authenticator or _authenticator(settings),
         readiness_checks=checks if readiness_checks is None else readiness_checks,
         rate_limit_storage_uri=rate_limit_storage_uri,
         end_request=end_request,
+        **_domain(settings, ports),
     )
+
+
+def _s3(settings: Settings, ports: Adapters, checks: dict[str, ReadinessCheck]) -> None:
+    s3 = make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)
+    sse, kms_key_id = settings.s3_sse, settings.s3_sse_kms_key_id
+    uploads = S3PrivateObjects(s3, settings.uploads_bucket, sse=sse, kms_key_id=kms_key_id)
+    ports.signer = ports.signer or S3UploadUrlSigner(
+        s3, settings.uploads_bucket, sse=sse, kms_key_id=kms_key_id
+    )
+    ports.storage = ports.storage or uploads
+    ports.source_signer = ports.source_signer or uploads
+    ports.results = ports.results or S3PrivateObjects(
+        s3, settings.processed_bucket, sse=sse, kms_key_id=kms_key_id
+    )
+    checks["storage"] = S3BucketProbe(s3, (settings.uploads_bucket, settings.processed_bucket)).check
+
+
+def _authenticator(settings: Settings) -> Authenticator:
+    return BetterAuthJwtAuthenticator(
+        jwks_url=settings.better_auth_jwks_url,
+        issuer=settings.better_auth_issuer,
+        audience=settings.better_auth_audience,
+    )
+
+
+def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
+    assert ports.unit_of_work and ports.storage and ports.signer and ports.queue
+    assert ports.results and ports.source_signer
+    clock, ids, unit_of_work = ports.clock or SystemClock(), ports.ids or RandomIds(), ports.unit_of_work
+    detector = ports.detector or MtcnnFaceDetector()
+    runner = None
+    if ports.generator is not None:
+        runner = TryOnRunner(
+            policy=RunnerPolicy(
+                max_attempts=settings.fal_max_attempts,
+                image_url_ttl_seconds=settings.fal_image_url_ttl_seconds,
+                source_retention_seconds=settings.source_retention_seconds,
+            ),
+            generator=ports.generator,
+            signer=ports.source_signer,
+            results=ports.results,
+            unit_of_work=unit_of_work,
+            queue=ports.queue,
+            clock=clock,
+            ids=ids,
+        )
+    return {
+        "upload_issuer": UploadIssuer(
+            policy=UploadPolicy(
+                max_upload_bytes=settings.max_upload_bytes, url_ttl_seconds=settings.upload_url_ttl_seconds
+            ),
+            signer=ports.signer,
+            unit_of_work=unit_of_work,
+            clock=clock,
+            ids=ids,
+        ),
+        "upload_verifier": UploadVerifier(
+            policy=VerificationPolicy(
+                max_upload_bytes=settings.max_upload_bytes,
+                unused_upload_ttl_seconds=settings.unused_upload_ttl_seconds,
+            ),
+            faces=FacePolicy(),
+            storage=ports.storage,
+            sanitizer=ports.sanitizer or PillowImageSanitizer(),
+            detector=detector,
+            unit_of_work=unit_of_work,
+            clock=clock,
+        ),
+        "face_detector": detector,
+        "tryon_desk": TryOnDesk(
+            unit_of_work=unit_of_work, queue=ports.queue, results=ports.results, clock=clock, ids=ids
+        ),
+        "results": ports.results,
+        "source_expiry": SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock),
+        "tryon_runner": runner,
+    }

@@ -41,7 +41,11 @@ def _provision(settings: Settings, _: argparse.Namespace) -> int:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from entrypoints.worker import run_worker
 
-    return run_worker(settings, burst=args.burst)
+    try:
+        return run_worker(settings, burst=args.burst)
+    except SettingsError as error:
+        print(f"tryon: configuration refused: {error}", file=sys.stderr)
+        return 2
 
 
 def _demo(_: Settings | None, args: argparse.Namespace) -> int:

@@ -7,7 +7,21 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
-from domain.errors import ContentRejected, PersistenceUnavailable, StorageUnavailable, Unauthenticated
+from domain.errors import (
+    ContentRejected,
+    GenerationFailed,
+    PersistenceUnavailable,
+    StorageUnavailable,
+    Unauthenticated,
+)
+from domain.generation import (
+    DownloadedImage,
+    GeneratedImage,
+    GenerationRequest,
+    ImageGenerator,
+    JobState,
+    Submission,
+)
 from domain.model import (
     AuditEvent,
     DetectedFace,
@@ -29,11 +43,17 @@ from domain.ports import (
     FaceDetector,
     IdGenerator,
     ImageSanitizer,
+    ResultRepository,
+    ResultStorage,
+    SourceUrlSigner,
+    TryOnQueue,
+    TryOnRepository,
     UnitOfWork,
     UploadRepository,
     UploadStorage,
     UploadUrlSigner,
 )
+from domain.tryons import TERMINAL, TryOn, TryOnResult
 
 
 class FixedClock(Clock):
@@ -61,6 +81,9 @@ class FakeStore:
 
     uploads: dict[str, Upload] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
+    tryons: dict[str, TryOn] = field(default_factory=dict)
+    leases: dict[str, datetime] = field(default_factory=dict)
+    results: dict[str, TryOnResult] = field(default_factory=dict)
     fail_commit: bool = False
 
 
@@ -97,11 +120,72 @@ class FakeAuditLog(AuditLog):
         self.pending.append(event)
 
 
+class FakeTryOnRepository(TryOnRepository):
+    """Writes go straight to the store (claims must be visible at once, like a conditional UPDATE)."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+
+    def add(self, tryon: TryOn) -> None:
+        self._store.tryons[tryon.tryon_id] = tryon
+
+    def get(self, tryon_id: str) -> TryOn | None:
+        return self._store.tryons.get(tryon_id)
+
+    def by_idempotency_key(self, user_id: str, key: str) -> TryOn | None:
+        matches = [t for t in self._store.tryons.values() if (t.user_id, t.idempotency_key) == (user_id, key)]
+        return matches[0] if matches else None
+
+    def save(self, tryon: TryOn) -> None:
+        self._store.tryons[tryon.tryon_id] = tryon
+        self._store.leases.pop(tryon.tryon_id, None)
+
+    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> bool:
+        tryon = self._store.tryons.get(tryon_id)
+        held = self._store.leases.get(tryon_id)
+        if tryon is None or tryon.status in TERMINAL or (held is not None and held >= now):
+            return False
+        self._store.leases[tryon_id] = lease_until
+        return True
+
+    def unsettled_for_upload(self, upload_id: str) -> int:
+        return sum(
+            1 for t in self._store.tryons.values() if t.upload_id == upload_id and t.status not in TERMINAL
+        )
+
+    def due(self, before: datetime, limit: int) -> list[str]:
+        def overdue(t: TryOn) -> bool:
+            held = self._store.leases.get(t.tryon_id)
+            free = held is None or held < before
+            return (
+                t.status not in TERMINAL and free and (t.next_action_at is None or t.next_action_at < before)
+            )
+
+        return [t.tryon_id for t in self._store.tryons.values() if overdue(t)][:limit]
+
+
+class FakeResultRepository(ResultRepository):
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+
+    def add_if_absent(self, result: TryOnResult) -> None:
+        self._store.results.setdefault(result.result_id, result)
+
+    def for_tryon(self, tryon_id: str) -> list[TryOnResult]:
+        found = [r for r in self._store.results.values() if r.tryon_id == tryon_id]
+        return sorted(found, key=lambda r: r.position)
+
+    def get(self, result_id: str) -> TryOnResult | None:
+        return self._store.results.get(result_id)
+
+
 class FakeUnitOfWork(UnitOfWork):
     def __init__(self, store: FakeStore) -> None:
         self._store = store
         self.uploads = FakeUploadRepository(store.uploads)
         self.audit = FakeAuditLog()
+        self.tryons = FakeTryOnRepository(store)
+        self.results = FakeResultRepository(store)
 
     def __enter__(self) -> FakeUnitOfWork:
         return self
@@ -210,3 +294,76 @@ class FakeFaceDetector(FaceDetector):
 
     def warm_up(self) -> None:
         return None
+
+
+class FakeTryOnQueue(TryOnQueue):
+    def __init__(self) -> None:
+        self.advances: list[tuple[str, float]] = []
+        self.expiries: list[tuple[str, datetime]] = []
+        self.down = False
+
+    def advance_soon(self, tryon_id: str) -> None:
+        self.advance_in(tryon_id, 0)
+
+    def advance_in(self, tryon_id: str, seconds: float) -> None:
+        if self.down:
+            raise StorageUnavailable("redis is down")
+        self.advances.append((tryon_id, seconds))
+
+    def expire_upload_at(self, upload_id: str, when: datetime) -> None:
+        self.expiries.append((upload_id, when))
+
+
+class FakeSourceUrlSigner(SourceUrlSigner):
+    def __init__(self) -> None:
+        self.signed: list[tuple[str, int]] = []
+
+    def presign_get(self, object_key: str, ttl_seconds: int) -> SignedUrl:
+        self.signed.append((object_key, ttl_seconds))
+        return SignedUrl(f"https://s3.example/{object_key}?X-Amz-Signature=get{len(self.signed)}")
+
+
+class FakeResultStorage(ResultStorage):
+    def __init__(self) -> None:
+        self.objects: dict[str, FakeObject] = {}
+
+    def put_new(self, object_key: str, data: bytes, content_type: str) -> None:
+        self.objects.setdefault(object_key, FakeObject(data, content_type))
+
+    def read(self, object_key: str, max_bytes: int) -> bytes:
+        return self.objects[object_key].data[: max_bytes + 1]
+
+
+class FakeImageGenerator(ImageGenerator):
+    """A scripted fal: ``states`` are returned by successive state() calls (then COMPLETED);
+    ``submit_failures``/``result_failures`` are raised, in order, before things go right."""
+
+    def __init__(self) -> None:
+        self.submitted: list[GenerationRequest] = []
+        self.submit_failures: list[GenerationFailed] = []
+        self.result_failures: list[GenerationFailed] = []
+        self.states: list[JobState] = []
+        self.images = [GeneratedImage("https://v3.fal.media/files/out-0.jpg", "image/jpeg", 1024, 1024)]
+        self.cancelled: list[str] = []
+
+    def submit(self, request: GenerationRequest) -> Submission:
+        self.submitted.append(request)
+        if self.submit_failures:
+            raise self.submit_failures.pop(0)
+        n = len(self.submitted)
+        base = f"https://queue.fal.run/fal-ai/nano-banana/requests/req{n}"
+        return Submission(f"req{n}", f"{base}/status", base, f"{base}/cancel")
+
+    def state(self, submission: Submission) -> JobState:
+        return self.states.pop(0) if self.states else JobState.COMPLETED
+
+    def result(self, submission: Submission) -> list[GeneratedImage]:
+        if self.result_failures:
+            raise self.result_failures.pop(0)
+        return list(self.images)
+
+    def cancel(self, submission: Submission) -> None:
+        self.cancelled.append(submission.request_id)
+
+    def download(self, image: GeneratedImage, max_bytes: int) -> DownloadedImage:
+        return DownloadedImage(b"\xff\xd8\xffRESULT:" + image.url.encode(), "image/jpeg")

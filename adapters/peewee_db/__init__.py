@@ -2,8 +2,9 @@
 
 from adapters.peewee_db.database import bind, database_proxy, open_database, ping
 from adapters.peewee_db.migrations import MIGRATIONS, Migration, migrate
-from adapters.peewee_db.models import AuditRow, UploadRow
+from adapters.peewee_db.models import AuditRow, ResultRow, TryOnRow, UploadRow
 from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository
+from adapters.peewee_db.tryon_repositories import PeeweeResultRepository, PeeweeTryOnRepository
 from adapters.peewee_db.unit_of_work import PeeweeUnitOfWork
 
 __all__ = [
@@ -11,8 +12,12 @@ __all__ = [
     "AuditRow",
     "Migration",
     "PeeweeAuditLog",
+    "PeeweeResultRepository",
+    "PeeweeTryOnRepository",
     "PeeweeUnitOfWork",
     "PeeweeUploadRepository",
+    "ResultRow",
+    "TryOnRow",
     "UploadRow",
     "bind",
     "database_proxy",

@@ -79,10 +79,57 @@ class AuditRow(BaseRow):
         table_name = "audit_events"
 
 
+class TryOnRow(BaseRow):
+    tryon_id = peewee.CharField(max_length=64, primary_key=True)
+    user_id = peewee.CharField(max_length=128)
+    upload_id = peewee.CharField(max_length=64)
+    style_prompt = peewee.TextField()
+    num_images = peewee.IntegerField()
+    output_format = peewee.CharField(max_length=8)
+    status = peewee.CharField(max_length=16)
+    attempts = peewee.IntegerField()
+    created_at = UtcDateTimeField()
+    completed_at = UtcDateTimeField(null=True)
+    error_code = peewee.CharField(max_length=64, null=True)
+    error_message = peewee.TextField(null=True)
+    error_retryable = peewee.BooleanField(null=True)
+    idempotency_key = peewee.CharField(max_length=255, null=True)
+    request_fingerprint = peewee.CharField(max_length=64, null=True)
+    fal_request_id = peewee.CharField(max_length=255, null=True)
+    status_url = peewee.TextField(null=True)
+    response_url = peewee.TextField(null=True)
+    cancel_url = peewee.TextField(null=True)
+    submitted_at = UtcDateTimeField(null=True)
+    next_action_at = UtcDateTimeField(null=True)
+    lease_until = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "tryons"
+
+
+class ResultRow(BaseRow):
+    result_id = peewee.CharField(max_length=80, primary_key=True)
+    tryon_id = peewee.CharField(max_length=64)
+    user_id = peewee.CharField(max_length=128)
+    position = peewee.IntegerField()
+    object_key = peewee.CharField(max_length=600)
+    content_type = peewee.CharField(max_length=64)
+    size = peewee.BigIntegerField()
+    width = peewee.IntegerField(null=True)
+    height = peewee.IntegerField(null=True)
+    created_at = UtcDateTimeField()
+    favorite = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "tryon_results"
+
+
 def bound_to(db: peewee.Database, *models: type[peewee.Model]) -> Any:
     """Run queries of ``models`` (default: every row model) on ``db`` whatever the proxy points at.
 
     Peewee decides some query shapes (e.g. ``RETURNING`` on insert) from a model's own database, so
     naming ``db`` at execute time is not enough when the proxy is bound elsewhere.
     """
-    return db.bind_ctx(models or (UploadRow, AuditRow), bind_refs=False, bind_backrefs=False)
+    return db.bind_ctx(
+        models or (UploadRow, AuditRow, TryOnRow, ResultRow), bind_refs=False, bind_backrefs=False
+    )

@@ -83,7 +83,58 @@ def _add_verification_columns(db: peewee.Database) -> None:
     execute_sql(db, "CREATE INDEX uploads_status_expires_at ON uploads (status, expires_at)")
 
 
+def _create_tryons_and_results(db: peewee.Database) -> None:
+    """US3: try-ons (with where the generator got to, and a step lease) and their stored results."""
+    timestamp = "TIMESTAMPTZ" if is_postgres(db) else "DATETIME"
+    statements = [
+        f"""CREATE TABLE tryons (
+            tryon_id VARCHAR(64) NOT NULL PRIMARY KEY,
+            user_id VARCHAR(128) NOT NULL,
+            upload_id VARCHAR(64) NOT NULL,
+            style_prompt TEXT NOT NULL,
+            num_images INTEGER NOT NULL,
+            output_format VARCHAR(8) NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            attempts INTEGER NOT NULL,
+            created_at {timestamp} NOT NULL,
+            completed_at {timestamp},
+            error_code VARCHAR(64),
+            error_message TEXT,
+            error_retryable BOOLEAN,
+            idempotency_key VARCHAR(255),
+            request_fingerprint VARCHAR(64),
+            fal_request_id VARCHAR(255),
+            status_url TEXT,
+            response_url TEXT,
+            cancel_url TEXT,
+            submitted_at {timestamp},
+            next_action_at {timestamp},
+            lease_until {timestamp})""",
+        "CREATE INDEX tryons_user_id ON tryons (user_id)",
+        "CREATE INDEX tryons_upload_id ON tryons (upload_id)",
+        "CREATE INDEX tryons_status_next_action_at ON tryons (status, next_action_at)",
+        "CREATE UNIQUE INDEX tryons_user_idempotency_key ON tryons (user_id, idempotency_key)",
+        f"""CREATE TABLE tryon_results (
+            result_id VARCHAR(80) NOT NULL PRIMARY KEY,
+            tryon_id VARCHAR(64) NOT NULL,
+            user_id VARCHAR(128) NOT NULL,
+            position INTEGER NOT NULL,
+            object_key VARCHAR(600) NOT NULL,
+            content_type VARCHAR(64) NOT NULL,
+            size BIGINT NOT NULL,
+            width INTEGER,
+            height INTEGER,
+            created_at {timestamp} NOT NULL,
+            favorite BOOLEAN NOT NULL DEFAULT FALSE)""",
+        "CREATE UNIQUE INDEX tryon_results_tryon_position ON tryon_results (tryon_id, position)",
+        "CREATE INDEX tryon_results_user_id ON tryon_results (user_id)",
+    ]
+    for statement in statements:
+        execute_sql(db, statement)
+
+
 VERSIONS = (
     (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
     (2, "add_verification_columns", _add_verification_columns),
+    (3, "create_tryons_and_results", _create_tryons_and_results),
 )

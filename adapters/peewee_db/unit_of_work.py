@@ -1,4 +1,4 @@
-"""One database transaction around the upload repository and the audit log."""
+"""One database transaction around the repositories and the audit log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
 from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository
+from adapters.peewee_db.tryon_repositories import PeeweeResultRepository, PeeweeTryOnRepository
 from domain.errors import PersistenceUnavailable
 from domain.ports import UnitOfWork
 
@@ -27,11 +28,15 @@ class PeeweeUnitOfWork(UnitOfWork):
 
     uploads: PeeweeUploadRepository
     audit: PeeweeAuditLog
+    tryons: PeeweeTryOnRepository
+    results: PeeweeResultRepository
 
     def __init__(self, db: peewee.Database) -> None:
         self._db = db
         self.uploads = PeeweeUploadRepository(db)
         self.audit = PeeweeAuditLog(db)
+        self.tryons = PeeweeTryOnRepository(db)
+        self.results = PeeweeResultRepository(db)
         self._atomic: Any = None
         self._transaction: Any = None
 

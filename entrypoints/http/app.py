@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from domain.errors import DomainError
 from entrypoints.bootstrap import Services, bootstrap
-from entrypoints.http import ops, uploads
+from entrypoints.http import ops, tryons, uploads
 from entrypoints.http.problems import ProblemSchema, http_exception_response, register_error_handlers
 from entrypoints.http.rate_limits import install_rate_limits
 from entrypoints.http.request_log import install_request_logging
@@ -64,6 +64,7 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
     api.register_blueprint(ops.blp)
     api.register_blueprint(uploads.blp)
+    api.register_blueprint(tryons.blp)
     register_error_handlers(app)
     return app
 

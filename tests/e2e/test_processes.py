@@ -26,6 +26,7 @@ def env(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> dict[str, 
         "DATABASE_URL": sqlite_url,
         "REDIS_URL": redis_url,
         "S3_ENDPOINT_URL": ministack_url,
+        "FAL_API_KEY": "fal-test-key",
     }
 
 
@@ -78,6 +79,13 @@ def test_the_worker_runs_a_burst_with_its_scheduler_and_exits(env):
 
     assert done.returncode == 0, done.stderr
     assert '"msg": "worker starting"' in done.stderr
+
+
+def test_the_worker_refuses_to_start_without_a_fal_key(env):
+    done = tryon({**env, "FAL_API_KEY": ""}, "worker", "--burst")
+
+    assert done.returncode == 2
+    assert "FAL_API_KEY is required by the worker" in done.stderr
 
 
 def test_the_worker_never_imports_tensorflow(env):

@@ -1,4 +1,4 @@
-"""S3UploadStorage's request shapes and error mapping, on moto's in-process S3 (fast, no server).
+"""S3PrivateObjects's request shapes and error mapping, on moto's in-process S3 (fast, no server).
 
 moto does not enforce signatures or signed headers, so nothing security-related is proven here;
 those properties are tested against ministack in tests/e2e.
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from moto import mock_aws
 
-from adapters.s3_storage import S3UploadStorage, make_s3_client
+from adapters.s3_storage import S3PrivateObjects, make_s3_client
 from domain.errors import ContentRejected, StorageUnavailable
 from domain.model import ObjectInfo
 
@@ -21,13 +21,13 @@ BUCKET = "hf-uploads-moto"
 
 
 @pytest.fixture
-def storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3UploadStorage]:
+def storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3PrivateObjects]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     with mock_aws():
         client = make_s3_client(region="us-east-1")
         client.create_bucket(Bucket=BUCKET)
-        yield S3UploadStorage(client, BUCKET)
+        yield S3PrivateObjects(client, BUCKET)
 
 
 def test_head_reports_size_type_and_encryption_and_none_when_absent(storage):
@@ -64,7 +64,7 @@ def test_delete_is_idempotent(storage):
 
 def test_a_missing_bucket_is_storage_unavailable_not_a_missing_object(storage):
     client = make_s3_client(region="us-east-1")
-    elsewhere = S3UploadStorage(client, "hf-no-such-bucket")
+    elsewhere = S3PrivateObjects(client, "hf-no-such-bucket")
 
     with pytest.raises(StorageUnavailable):
         elsewhere.read("uploads/u/a.jpg", 10)

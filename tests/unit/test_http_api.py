@@ -19,8 +19,12 @@ from entrypoints.settings import Settings
 from tests.fakes import (
     FakeAuthenticator,
     FakeFaceDetector,
+    FakeImageGenerator,
     FakeImageSanitizer,
+    FakeResultStorage,
+    FakeSourceUrlSigner,
     FakeStore,
+    FakeTryOnQueue,
     FakeUnitOfWork,
     FakeUploadStorage,
     FakeUploadUrlSigner,
@@ -48,6 +52,8 @@ def build_app(
     readiness_checks: dict[str, Callable[[], None]] | None = None,
     storage: FakeUploadStorage | None = None,
     detector: FakeFaceDetector | None = None,
+    generator: FakeImageGenerator | None = None,
+    queue: FakeTryOnQueue | None = None,
 ) -> Flask:
     """The real app and domain with every port faked: no network, no database, no model."""
     services = bootstrap(
@@ -57,6 +63,10 @@ def build_app(
         storage=storage or FakeUploadStorage(),
         sanitizer=FakeImageSanitizer(),
         detector=detector or FakeFaceDetector(),
+        generator=generator or FakeImageGenerator(),
+        queue=queue or FakeTryOnQueue(),
+        results=FakeResultStorage(),
+        source_signer=FakeSourceUrlSigner(),
         unit_of_work=lambda: FakeUnitOfWork(store),
         clock=FixedClock(),
         readiness_checks=readiness_checks or {"database": lambda: None},

@@ -1,0 +1,161 @@
+"""Try-ons and their results, stored with Peewee (same conventions as repositories.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import peewee
+
+from adapters.peewee_db.database import unavailable_on_failure
+from adapters.peewee_db.models import ResultRow, TryOnRow, bound_to
+from domain.generation import Submission
+from domain.ports import ResultRepository, TryOnRepository
+from domain.tryons import TERMINAL, TryOn, TryOnError, TryOnResult, TryOnStatus
+
+_SETTLED = [status.value for status in TERMINAL]
+
+
+class PeeweeTryOnRepository(TryOnRepository):
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
+
+    def add(self, tryon: TryOn) -> None:
+        with unavailable_on_failure("recording a try-on"), bound_to(self._db):
+            TryOnRow.insert(tryon_id=tryon.tryon_id, **_columns(tryon)).execute(self._db)
+
+    def get(self, tryon_id: str) -> TryOn | None:
+        with unavailable_on_failure("reading a try-on"), bound_to(self._db):
+            row = TryOnRow.select().where(TryOnRow.tryon_id == tryon_id).first(self._db)
+        return None if row is None else _tryon(row)
+
+    def by_idempotency_key(self, user_id: str, key: str) -> TryOn | None:
+        with unavailable_on_failure("reading a try-on"), bound_to(self._db):
+            query = TryOnRow.select().where((TryOnRow.user_id == user_id) & (TryOnRow.idempotency_key == key))
+            row = query.first(self._db)
+        return None if row is None else _tryon(row)
+
+    def save(self, tryon: TryOn) -> None:
+        with unavailable_on_failure("updating a try-on"), bound_to(self._db):
+            query = TryOnRow.update(lease_until=None, **_columns(tryon))
+            query.where(TryOnRow.tryon_id == tryon.tryon_id).execute(self._db)
+
+    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> bool:
+        free = TryOnRow.lease_until.is_null() | (TryOnRow.lease_until < now)
+        unsettled = TryOnRow.status.not_in(_SETTLED)
+        with unavailable_on_failure("claiming a try-on"), bound_to(self._db):
+            query = TryOnRow.update(lease_until=lease_until)
+            changed = query.where((TryOnRow.tryon_id == tryon_id) & free & unsettled).execute(self._db)
+        return bool(changed == 1)
+
+    def unsettled_for_upload(self, upload_id: str) -> int:
+        with unavailable_on_failure("counting try-ons"), bound_to(self._db):
+            query = TryOnRow.select().where(
+                (TryOnRow.upload_id == upload_id) & TryOnRow.status.not_in(_SETTLED)
+            )
+            return int(query.count(self._db))
+
+    def due(self, before: datetime, limit: int) -> list[str]:
+        free = TryOnRow.lease_until.is_null() | (TryOnRow.lease_until < before)
+        overdue = TryOnRow.next_action_at.is_null() | (TryOnRow.next_action_at < before)
+        with unavailable_on_failure("finding overdue try-ons"), bound_to(self._db):
+            query = (
+                TryOnRow.select(TryOnRow.tryon_id)
+                .where(TryOnRow.status.not_in(_SETTLED) & free & overdue)
+                .order_by(TryOnRow.next_action_at)
+                .limit(limit)
+            )
+            return [row.tryon_id for row in query.execute(self._db)]
+
+
+class PeeweeResultRepository(ResultRepository):
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
+
+    def add_if_absent(self, result: TryOnResult) -> None:
+        values = {name: getattr(result, name) for name in _RESULT_FIELDS}
+        with unavailable_on_failure("recording a result"), bound_to(self._db):
+            ResultRow.insert(**values).on_conflict_ignore().execute(self._db)
+
+    def for_tryon(self, tryon_id: str) -> list[TryOnResult]:
+        with unavailable_on_failure("reading results"), bound_to(self._db):
+            query = ResultRow.select().where(ResultRow.tryon_id == tryon_id).order_by(ResultRow.position)
+            return [_result(row) for row in query.execute(self._db)]
+
+    def get(self, result_id: str) -> TryOnResult | None:
+        with unavailable_on_failure("reading a result"), bound_to(self._db):
+            row = ResultRow.select().where(ResultRow.result_id == result_id).first(self._db)
+        return None if row is None else _result(row)
+
+
+_RESULT_FIELDS = (
+    "result_id",
+    "tryon_id",
+    "user_id",
+    "position",
+    "object_key",
+    "content_type",
+    "size",
+    "width",
+    "height",
+    "created_at",
+    "favorite",
+)
+
+
+def _result(row: Any) -> TryOnResult:
+    return TryOnResult(**{name: getattr(row, name) for name in _RESULT_FIELDS})
+
+
+def _columns(tryon: TryOn) -> dict[str, Any]:
+    error, submission = tryon.error, tryon.submission
+    return {
+        "user_id": tryon.user_id,
+        "upload_id": tryon.upload_id,
+        "style_prompt": tryon.style_prompt,
+        "num_images": tryon.num_images,
+        "output_format": tryon.output_format,
+        "status": tryon.status.value,
+        "attempts": tryon.attempts,
+        "created_at": tryon.created_at,
+        "completed_at": tryon.completed_at,
+        "error_code": error and error.code,
+        "error_message": error and error.message,
+        "error_retryable": error and error.retryable,
+        "idempotency_key": tryon.idempotency_key,
+        "request_fingerprint": tryon.request_fingerprint,
+        "fal_request_id": submission and submission.request_id,
+        "status_url": submission and submission.status_url,
+        "response_url": submission and submission.response_url,
+        "cancel_url": submission and submission.cancel_url,
+        "submitted_at": tryon.submitted_at,
+        "next_action_at": tryon.next_action_at,
+    }
+
+
+def _tryon(row: Any) -> TryOn:
+    """Rows written by ``_columns``: the error and submission columns are each all set or all null."""
+    error = None
+    if row.error_code is not None:
+        error = TryOnError(row.error_code, row.error_message, bool(row.error_retryable))
+    submission = None
+    if row.fal_request_id is not None:
+        submission = Submission(row.fal_request_id, row.status_url, row.response_url, row.cancel_url)
+    return TryOn(
+        tryon_id=row.tryon_id,
+        user_id=row.user_id,
+        upload_id=row.upload_id,
+        style_prompt=row.style_prompt,
+        num_images=row.num_images,
+        output_format=row.output_format,
+        created_at=row.created_at,
+        status=TryOnStatus(row.status),
+        attempts=row.attempts,
+        completed_at=row.completed_at,
+        error=error,
+        idempotency_key=row.idempotency_key,
+        request_fingerprint=row.request_fingerprint,
+        submission=submission,
+        submitted_at=row.submitted_at,
+        next_action_at=row.next_action_at,
+    )

@@ -1,0 +1,39 @@
+"""RQ on Redis behind the TryOnQueue port. Jobs carry ids only; the database holds the state."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from domain.errors import QueueUnavailable
+from domain.ports import TryOnQueue
+
+ADVANCE_TRYON = "entrypoints.jobs.advance_tryon"
+EXPIRE_UPLOAD = "entrypoints.jobs.expire_upload"
+JOB_OPTIONS = {"job_timeout": 120, "result_ttl": 0, "failure_ttl": 7 * 86400}
+
+
+class RqTryOnQueue(TryOnQueue):
+    def __init__(self, connection: redis.Redis, queue_name: str = "tryons") -> None:
+        self._queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
+
+    def advance_soon(self, tryon_id: str) -> None:
+        try:
+            self._queue.enqueue(ADVANCE_TRYON, tryon_id, **JOB_OPTIONS)
+        except redis.RedisError as error:
+            raise QueueUnavailable("could not queue the try-on") from error
+
+    def advance_in(self, tryon_id: str, seconds: float) -> None:
+        try:
+            self._queue.enqueue_in(timedelta(seconds=seconds), ADVANCE_TRYON, tryon_id, **JOB_OPTIONS)
+        except redis.RedisError as error:
+            raise QueueUnavailable("could not schedule the try-on") from error
+
+    def expire_upload_at(self, upload_id: str, when: datetime) -> None:
+        try:
+            self._queue.enqueue_at(when, EXPIRE_UPLOAD, upload_id, **JOB_OPTIONS)
+        except redis.RedisError as error:
+            raise QueueUnavailable("could not schedule the deletion") from error

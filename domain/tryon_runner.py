@@ -1,0 +1,258 @@
+"""Running a try-on through the generator, one short step at a time, so a worker never sits waiting.
+
+Each step claims the try-on with a lease, does one thing (submit, or check), saves where it got to
+and asks to be called again. The database is the truth: a step lost with a killed worker or a Redis
+outage is found again by ``reconcile`` once its lease has run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from domain.errors import GenerationFailed
+from domain.generation import GenerationRequest, ImageGenerator, JobState
+from domain.model import AuditEvent, UploadStatus
+from domain.ports import Clock, IdGenerator, ResultStorage, SourceUrlSigner, TryOnQueue, UnitOfWork
+from domain.tryons import TERMINAL, TryOn, TryOnError, TryOnResult, TryOnStatus
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+
+
+@dataclass(frozen=True)
+class RunnerPolicy:
+    max_attempts: int = 3
+    image_url_ttl_seconds: int = 300
+    start_margin_seconds: int = 30
+    """fal must start before the signed URL has less than this left."""
+    poll_seconds: float = 2.0
+    attempt_timeout_seconds: int = 600
+    lease_seconds: int = 60
+    backoff_seconds: float = 2.0
+    source_retention_seconds: int = 3600
+    max_result_bytes: int = 20 * 1024 * 1024
+
+
+class TryOnRunner:
+    def __init__(
+        self,
+        *,
+        policy: RunnerPolicy,
+        generator: ImageGenerator,
+        signer: SourceUrlSigner,
+        results: ResultStorage,
+        unit_of_work: Callable[[], UnitOfWork],
+        queue: TryOnQueue,
+        clock: Clock,
+        ids: IdGenerator,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._policy = policy
+        self._generator = generator
+        self._signer = signer
+        self._results = results
+        self._unit_of_work = unit_of_work
+        self._queue = queue
+        self._clock = clock
+        self._ids = ids
+        self._jitter = jitter
+
+    def advance(self, tryon_id: str) -> None:
+        """One step. A try-on someone else holds, or that is settled, is left alone."""
+        now = self._clock.now()
+        with self._unit_of_work() as uow:
+            claimed = uow.tryons.claim(tryon_id, now, now + timedelta(seconds=self._policy.lease_seconds))
+            tryon = uow.tryons.get(tryon_id)
+            uow.commit()
+        if not claimed or tryon is None or tryon.status in TERMINAL:
+            return
+        delay = self._submit(tryon, now) if tryon.submission is None else self._check(tryon, now)
+        if delay is not None:
+            self._queue.advance_in(tryon_id, delay)
+
+    def reconcile(self, limit: int = 200) -> int:
+        """Ask again for every unsettled try-on whose next step is overdue and unheld; returns how many."""
+        overdue = self._clock.now() - timedelta(seconds=self._policy.poll_seconds * 5)
+        with self._unit_of_work() as uow:
+            due = uow.tryons.due(overdue, limit)
+        for tryon_id in due:
+            self._queue.advance_soon(tryon_id)
+        return len(due)
+
+    def _submit(self, tryon: TryOn, now: datetime) -> float | None:
+        attempt = tryon.attempts + 1
+        with self._unit_of_work() as uow:
+            upload = uow.uploads.get(tryon.upload_id)
+        if upload is None or upload.status is not UploadStatus.VERIFIED or upload.stored is None:
+            self._settle_failed(tryon, now, attempt, "source_expired", "the selfie is no longer stored")
+            return None
+        ttl = self._policy.image_url_ttl_seconds
+        url = self._signer.presign_get(upload.stored.object_key, ttl)
+        request = GenerationRequest(
+            prompt=tryon.style_prompt,
+            image_url=url,
+            num_images=tryon.num_images,
+            output_format=tryon.output_format,
+            start_deadline_seconds=max(ttl - self._policy.start_margin_seconds, 1),
+        )
+        try:
+            submission = self._generator.submit(request)
+        except GenerationFailed as failure:
+            return self._attempt_failed(tryon, now, attempt, failure)
+        running = replace(
+            tryon,
+            status=TryOnStatus.RUNNING,
+            attempts=attempt,
+            submission=submission,
+            submitted_at=now,
+            error=None,
+            next_action_at=now + timedelta(seconds=self._policy.poll_seconds),
+        )
+        details = {"attempt": attempt, "request_id": submission.request_id}
+        self._save(running, self._event("falai.invoked", tryon, now, "submitted", details=details))
+        return self._policy.poll_seconds
+
+    def _check(self, tryon: TryOn, now: datetime) -> float | None:
+        submission = tryon.submission
+        assert submission is not None
+        try:
+            if tryon.submitted_at and now - tryon.submitted_at > timedelta(
+                seconds=self._policy.attempt_timeout_seconds
+            ):
+                self._generator.cancel(submission)
+                raise GenerationFailed("fal did not finish in time", code="upstream_timeout", retryable=True)
+            if self._generator.state(submission) is not JobState.COMPLETED:
+                self._save(replace(tryon, next_action_at=now + timedelta(seconds=self._policy.poll_seconds)))
+                return self._policy.poll_seconds
+            images = self._generator.result(submission)
+            if not images:
+                raise GenerationFailed("fal returned no image", code="generation_failed", retryable=True)
+            stored = [self._store(tryon, now, position, image) for position, image in enumerate(images)]
+        except GenerationFailed as failure:
+            return self._attempt_failed(tryon, now, tryon.attempts, failure)
+        self._settle_succeeded(tryon, now, stored)
+        return None
+
+    def _store(self, tryon: TryOn, now: datetime, position: int, image: Any) -> TryOnResult:
+        downloaded = self._generator.download(image, self._policy.max_result_bytes)
+        ext = EXTENSIONS.get(downloaded.content_type, "bin")
+        key = f"processed/{tryon.user_id}/{tryon.tryon_id}/{position}.{ext}"
+        self._results.put_new(key, downloaded.data, downloaded.content_type)
+        return TryOnResult(
+            result_id=f"{tryon.tryon_id}-{position}",
+            tryon_id=tryon.tryon_id,
+            user_id=tryon.user_id,
+            position=position,
+            object_key=key,
+            content_type=downloaded.content_type,
+            size=len(downloaded.data),
+            width=image.width,
+            height=image.height,
+            created_at=now,
+        )
+
+    def _attempt_failed(
+        self, tryon: TryOn, now: datetime, attempt: int, failure: GenerationFailed
+    ) -> float | None:
+        details = {"attempt": attempt, "code": failure.code, "retryable": failure.retryable}
+        if tryon.submission is not None:
+            details["request_id"] = tryon.submission.request_id
+        if failure.retryable and attempt < self._policy.max_attempts:
+            delay: float = self._policy.backoff_seconds * (2 ** (attempt - 1)) * (1 + self._jitter())
+            retry = replace(
+                tryon,
+                status=TryOnStatus.QUEUED,
+                attempts=attempt,
+                submission=None,
+                submitted_at=None,
+                next_action_at=now + timedelta(seconds=delay),
+            )
+            self._save(
+                retry, self._event("falai.failed", tryon, now, "retrying", failure.code, details=details)
+            )
+            return delay
+        self._settle_failed(
+            tryon, now, attempt, failure.code, failure.detail, retryable=failure.retryable, details=details
+        )
+        return None
+
+    def _settle_failed(
+        self,
+        tryon: TryOn,
+        now: datetime,
+        attempt: int,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        failed = replace(
+            tryon,
+            status=TryOnStatus.FAILED,
+            attempts=attempt,
+            completed_at=now,
+            error=TryOnError(code, message, retryable),
+            next_action_at=None,
+        )
+        self._save(
+            failed,
+            self._event("falai.failed", tryon, now, "failed", code, details=details or {"attempt": attempt}),
+        )
+        self._schedule_source_deletion(tryon, now)
+        log.info("try-on failed", extra={"tryon_id": tryon.tryon_id, "code": code, "attempts": attempt})
+
+    def _settle_succeeded(self, tryon: TryOn, now: datetime, stored: list[TryOnResult]) -> None:
+        done = replace(tryon, status=TryOnStatus.SUCCEEDED, completed_at=now, next_action_at=None)
+        request_id = tryon.submission.request_id if tryon.submission else None
+        events = [self._event("falai.succeeded", tryon, now, "success", details={"request_id": request_id})]
+        events += [
+            self._event(
+                "result.stored", tryon, now, "success", details={"result_id": r.result_id, "size": r.size}
+            )
+            for r in stored
+        ]
+        with self._unit_of_work() as uow:
+            for result in stored:
+                uow.results.add_if_absent(result)
+            uow.tryons.save(done)
+            for event in events:
+                uow.audit.append(event)
+            uow.commit()
+        self._schedule_source_deletion(tryon, now)
+        log.info("try-on succeeded", extra={"tryon_id": tryon.tryon_id, "results": len(stored)})
+
+    def _schedule_source_deletion(self, tryon: TryOn, now: datetime) -> None:
+        """The selfie lives SOURCE_RETENTION_SECONDS after its last try-on completes."""
+        when = now + timedelta(seconds=self._policy.source_retention_seconds)
+        with self._unit_of_work() as uow:
+            upload = uow.uploads.get(tryon.upload_id)
+            if upload is not None and upload.status is UploadStatus.VERIFIED:
+                uow.uploads.save(replace(upload, expires_at=when))
+            uow.commit()
+        self._queue.expire_upload_at(tryon.upload_id, when)
+
+    def _save(self, tryon: TryOn, event: AuditEvent | None = None) -> None:
+        with self._unit_of_work() as uow:
+            uow.tryons.save(tryon)
+            if event is not None:
+                uow.audit.append(event)
+            uow.commit()
+
+    @staticmethod
+    def _event(
+        name: str,
+        tryon: TryOn,
+        now: datetime,
+        outcome: str,
+        reason: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(name, tryon.user_id, tryon.tryon_id, outcome, now, reason, details or {})

@@ -1,0 +1,190 @@
+"""Try-ons (US3): the record, its states, and what asking for one checks."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from domain.errors import Conflict, DependencyUnavailable, Gone, InvalidRequest, NotFound
+from domain.generation import Submission
+from domain.model import AuditEvent, UploadStatus
+
+if TYPE_CHECKING:
+    from domain.ports import Clock, IdGenerator, ResultStorage, TryOnQueue, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("jpeg", "png", "webp")
+MAX_PROMPT_CHARS = 1000
+MAX_IMAGES = 4
+
+
+class TryOnStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+TERMINAL = (TryOnStatus.SUCCEEDED, TryOnStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class TryOnError:
+    code: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class TryOn:
+    tryon_id: str
+    user_id: str
+    upload_id: str
+    style_prompt: str = field(repr=False)
+    num_images: int
+    output_format: str
+    created_at: datetime
+    status: TryOnStatus = TryOnStatus.QUEUED
+    attempts: int = 0
+    completed_at: datetime | None = None
+    error: TryOnError | None = None
+    idempotency_key: str | None = None
+    request_fingerprint: str | None = None
+    submission: Submission | None = None
+    submitted_at: datetime | None = None
+    next_action_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TryOnResult:
+    result_id: str
+    tryon_id: str
+    user_id: str
+    position: int
+    object_key: str
+    content_type: str
+    size: int
+    width: int | None
+    height: int | None
+    created_at: datetime
+    favorite: bool = False
+
+
+@dataclass(frozen=True)
+class TryOnOrder:
+    upload_id: str
+    style_prompt: str = field(repr=False)
+    num_images: int = 1
+    output_format: str = "jpeg"
+
+    def fingerprint(self) -> str:
+        body = json.dumps([self.upload_id, self.style_prompt, self.num_images, self.output_format])
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def check(self) -> None:
+        if not 1 <= len(self.style_prompt.strip()) <= MAX_PROMPT_CHARS:
+            raise InvalidRequest(
+                f"style_prompt must be 1..{MAX_PROMPT_CHARS} characters", code="invalid_prompt"
+            )
+        if not 1 <= self.num_images <= MAX_IMAGES:
+            raise InvalidRequest(f"num_images must be 1..{MAX_IMAGES}", code="invalid_num_images")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise InvalidRequest(
+                f"output_format must be one of {', '.join(OUTPUT_FORMATS)}", code="invalid_format"
+            )
+
+
+class TryOnDesk:
+    """Takes try-on orders: only for the caller's own verified, unexpired upload; at most once per
+    Idempotency-Key. The job is queued only after the try-on is committed."""
+
+    def __init__(
+        self,
+        *,
+        unit_of_work: Callable[[], UnitOfWork],
+        queue: TryOnQueue,
+        results: ResultStorage,
+        clock: Clock,
+        ids: IdGenerator,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._results = results
+        self._queue = queue
+        self._clock = clock
+        self._ids = ids
+
+    def order(self, user_id: str, order: TryOnOrder, idempotency_key: str | None = None) -> TryOn:
+        order.check()
+        now = self._clock.now().replace(microsecond=0)
+        with self._unit_of_work() as uow:
+            if idempotency_key is not None:
+                earlier = uow.tryons.by_idempotency_key(user_id, idempotency_key)
+                if earlier is not None:
+                    if earlier.request_fingerprint != order.fingerprint():
+                        raise InvalidRequest(
+                            "this Idempotency-Key was used for a different request",
+                            code="idempotency_key_reused",
+                        )
+                    return earlier
+            upload = uow.uploads.get(order.upload_id)
+            if upload is None or upload.user_id != user_id:
+                raise NotFound("no upload of yours has that id", code="upload_not_found")
+            if upload.status is not UploadStatus.VERIFIED:
+                if upload.status in (UploadStatus.ISSUED, UploadStatus.VERIFYING):
+                    raise Conflict("complete the upload first", code="upload_not_verified")
+                raise Gone("that upload is gone; upload the selfie again", code="upload_expired")
+            if upload.expires_at <= now:
+                raise Gone("that upload has expired; upload the selfie again", code="upload_expired")
+            tryon = TryOn(
+                tryon_id=self._ids.new_id(),
+                user_id=user_id,
+                upload_id=order.upload_id,
+                style_prompt=order.style_prompt,
+                num_images=order.num_images,
+                output_format=order.output_format,
+                created_at=now,
+                idempotency_key=idempotency_key,
+                request_fingerprint=order.fingerprint(),
+                next_action_at=now,
+            )
+            uow.tryons.add(tryon)
+            uow.audit.append(
+                AuditEvent(
+                    "tryon.requested",
+                    user_id,
+                    tryon.tryon_id,
+                    "success",
+                    now,
+                    details={"upload_id": order.upload_id, "num_images": order.num_images},
+                )
+            )
+            uow.commit()
+        try:
+            self._queue.advance_soon(tryon.tryon_id)
+        except DependencyUnavailable:
+            log.warning("try-on not queued yet; the reconciler will", extra={"tryon_id": tryon.tryon_id})
+        return tryon
+
+    def look_up(self, user_id: str, tryon_id: str) -> tuple[TryOn, list[TryOnResult]]:
+        with self._unit_of_work() as uow:
+            tryon = uow.tryons.get(tryon_id)
+            if tryon is None or tryon.user_id != user_id:
+                raise NotFound("no try-on of yours has that id", code="tryon_not_found")
+            return tryon, uow.results.for_tryon(tryon_id)
+
+    def result_image(
+        self, user_id: str, result_id: str, max_bytes: int = 20 * 1024 * 1024
+    ) -> tuple[TryOnResult, bytes]:
+        """A stored result's bytes, for its owner only (anyone else is told it does not exist)."""
+        with self._unit_of_work() as uow:
+            result = uow.results.get(result_id)
+        if result is None or result.user_id != user_id:
+            raise NotFound("no result of yours has that id", code="result_not_found")
+        return result, self._results.read(result.object_key, max_bytes)

@@ -1,0 +1,86 @@
+"""/v1/tryons and /v1/results: asking for a try-on, following it, fetching what it made (US3)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from flask import Response, current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from domain.tryons import TryOnOrder
+from entrypoints.http.problems import documents_problem
+from entrypoints.http.security import current_user_id
+from entrypoints.http.tryon_schemas import (
+    IdempotencyHeaderSchema,
+    TryOnAcceptedSchema,
+    TryOnOrderSchema,
+    TryOnSchema,
+)
+
+blp = Blueprint("tryons", __name__, url_prefix="/v1", description="AI hairstyle try-ons")
+
+
+def _desk() -> Any:
+    return current_app.extensions["tryon"].tryon_desk
+
+
+@blp.route("/tryons")
+class TryOns(MethodView):
+    @blp.arguments(IdempotencyHeaderSchema, location="headers")
+    @blp.arguments(TryOnOrderSchema)
+    @blp.response(202, TryOnAcceptedSchema)
+    @documents_problem(blp, 401, "unauthenticated")
+    @documents_problem(blp, 404, "upload_not_found (also for another user's upload)")
+    @documents_problem(blp, 409, "upload_not_verified: complete the upload first")
+    @documents_problem(blp, 410, "upload_expired: upload the selfie again")
+    @documents_problem(
+        blp, 422, "validation_error | invalid_prompt | invalid_num_images | idempotency_key_reused"
+    )
+    @documents_problem(blp, 503, "database_unavailable (retryable)")
+    def post(self, headers: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """Ask for a try-on of a verified selfie; follow it with GET /v1/tryons/{tryon_id}."""
+        order = TryOnOrder(body["upload_id"], body["style_prompt"], body["num_images"], body["output_format"])
+        tryon = _desk().order(current_user_id(), order, headers["idempotency_key"])
+        return {"tryon_id": tryon.tryon_id, "status": tryon.status.value}
+
+
+@blp.route("/tryons/<string:tryon_id>")
+class TryOnById(MethodView):
+    @blp.response(200, TryOnSchema)
+    @documents_problem(blp, 404, "tryon_not_found (also for another user's try-on)")
+    def get(self, tryon_id: str) -> dict[str, Any]:
+        """The try-on's progress, its error if it failed, and its results once it succeeded."""
+        tryon, results = _desk().look_up(current_user_id(), tryon_id)
+        return {
+            "tryon_id": tryon.tryon_id,
+            "upload_id": tryon.upload_id,
+            "status": tryon.status.value,
+            "attempts": tryon.attempts,
+            "created_at": tryon.created_at,
+            "completed_at": tryon.completed_at,
+            "error": asdict(tryon.error) if tryon.error else None,
+            "results": [
+                {
+                    "result_id": r.result_id,
+                    "content_type": r.content_type,
+                    "width": r.width,
+                    "height": r.height,
+                    "favorite": r.favorite,
+                }
+                for r in results
+            ],
+        }
+
+
+@blp.route("/results/<string:result_id>/image")
+class ResultImage(MethodView):
+    @blp.response(200, content_type="image/*", description="The result's bytes, to its owner only")
+    @documents_problem(blp, 404, "result_not_found (also for another user's result)")
+    def get(self, result_id: str) -> Response:
+        """The generated image (Cache-Control: private)."""
+        result, data = _desk().result_image(current_user_id(), result_id)
+        response = Response(data, mimetype=result.content_type)
+        response.headers["Cache-Control"] = "private"
+        return response

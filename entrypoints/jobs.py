@@ -1,0 +1,55 @@
+"""RQ job functions: module-level, ids only, each one short step. The worker installs the services."""
+
+from __future__ import annotations
+
+import logging
+
+from entrypoints.bootstrap import Services, bootstrap
+
+log = logging.getLogger(__name__)
+
+RECONCILE_EVERY_SECONDS = 30
+
+_services: Services | None = None
+
+
+def install(services: Services) -> None:
+    """Called once by the worker before it forks work horses (they inherit the services)."""
+    global _services  # noqa: PLW0603 - the one process-wide handle jobs reach the composition root by
+    _services = services
+
+
+def services() -> Services:
+    global _services  # noqa: PLW0603
+    if _services is None:
+        _services = bootstrap()
+    return _services
+
+
+def advance_tryon(tryon_id: str) -> None:
+    runner = services().tryon_runner
+    if runner is None:
+        raise RuntimeError("FAL_API_KEY is not set: this process cannot run try-ons")
+    try:
+        runner.advance(tryon_id)
+    finally:
+        services().end_request()
+
+
+def expire_upload(upload_id: str) -> None:
+    try:
+        services().source_expiry.expire(upload_id)
+    finally:
+        services().end_request()
+
+
+def reconcile() -> int:
+    """Re-queue try-ons whose next step was lost (a killed worker, a Redis outage); runs every 30 s."""
+    runner = services().tryon_runner
+    try:
+        found = runner.reconcile() if runner else 0
+    finally:
+        services().end_request()
+    if found:
+        log.info("re-queued overdue try-ons", extra={"count": found})
+    return found

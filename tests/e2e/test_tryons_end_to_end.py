@@ -1,0 +1,236 @@
+"""US3 end to end: HTTP in, a real `tryon worker` process, Redis, ministack and the fal simulator out."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from adapters.mtcnn_faces import MtcnnFaceDetector
+from adapters.peewee_db import AuditRow, ResultRow
+from adapters.s3_storage import make_s3_client
+from entrypoints.bootstrap import bootstrap
+from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
+from entrypoints.http.app import create_app
+from entrypoints.local_stack import EMULATOR_CREDENTIALS
+from entrypoints.settings import Settings
+from tests import hostile
+from tests.e2e.test_upload_security_contract import put
+
+pytestmark = pytest.mark.e2e
+
+SETTLED = ("succeeded", "failed")
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[FalSimulator]:
+    with FalSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def detector() -> MtcnnFaceDetector:
+    detector = MtcnnFaceDetector()
+    detector.warm_up()
+    return detector
+
+
+@pytest.fixture
+def tryon_settings(settings: Settings, simulator: FalSimulator) -> Settings:
+    simulator.reset()
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    return replace(
+        settings,
+        fal_api_key=DEFAULT_KEY,
+        fal_queue_url=simulator.base_url,
+        fal_result_hosts=(simulator.base_url,),
+        fal_max_attempts=3,
+    )
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        **EMULATOR_CREDENTIALS,
+        "UPLOADS_BUCKET": settings.uploads_bucket,
+        "PROCESSED_BUCKET": settings.processed_bucket,
+        "BETTER_AUTH_URL": settings.better_auth_url,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "FAL_API_KEY": settings.fal_api_key or "",
+        "FAL_QUEUE_URL": settings.fal_queue_url,
+        "FAL_RESULT_HOSTS": ",".join(settings.fal_result_hosts),
+    }
+
+
+class Workers:
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self._env = environment(settings)
+        self._log_dir = log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = open(self._log_dir / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "entrypoints.cli", "worker"], env=self._env, stdout=log, stderr=log
+        )
+        self.processes.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "".join(
+            path.read_text(errors="replace") for path in sorted(self._log_dir.glob("worker-*.log"))
+        )
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def workers(tryon_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(tryon_settings, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def client(tryon_settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
+    return create_app(bootstrap(tryon_settings, detector=detector), configure_logs=False).test_client()
+
+
+@pytest.fixture
+def auth(dev_issuer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
+
+
+def verified_upload(client: FlaskClient, auth: dict[str, str]) -> str:
+    data = (hostile.IMAGES / "one_face.jpg").read_bytes()
+    ticket = client.post(
+        "/v1/uploads", json={"content_type": "image/jpeg", "content_length": len(data)}, headers=auth
+    ).get_json()
+    assert put(ticket, data).status_code == 200
+    done = client.post(
+        f"/v1/uploads/{ticket['upload_id']}/complete", json={"object_key": ticket["object_key"]}, headers=auth
+    )
+    assert done.status_code == 200, done.get_data(as_text=True)
+    return str(ticket["upload_id"])
+
+
+def order(client: FlaskClient, auth: dict[str, str], upload_id: str) -> str:
+    response = client.post(
+        "/v1/tryons", json={"upload_id": upload_id, "style_prompt": "a sleek copper bob"}, headers=auth
+    )
+    assert response.status_code == 202, response.get_data(as_text=True)
+    return str(response.get_json()["tryon_id"])
+
+
+def settled(client: FlaskClient, auth: dict[str, str], tryon_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(f"/v1/tryons/{tryon_id}", headers=auth).get_json()
+        if body["status"] in SETTLED:
+            return body
+        time.sleep(0.25)
+    raise AssertionError(f"try-on {tryon_id} did not settle in {timeout} s: {body}")
+
+
+def test_a_tryon_runs_on_a_worker_and_its_result_is_stored_privately(
+    client, auth, workers, tryon_settings, simulator
+):
+    workers.start()
+    tryon_id = order(client, auth, verified_upload(client, auth))
+
+    body = settled(client, auth, tryon_id)
+
+    assert (body["status"], body["attempts"], body["error"]) == ("succeeded", 1, None), workers.logs()
+    [result] = body["results"]
+    image = client.get(f"/v1/results/{result['result_id']}/image", headers=auth)
+    assert image.status_code == 200
+    assert (
+        image.data[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb") or image.data[:4] == b"RIFF"
+    )
+    row = ResultRow.get_by_id(result["result_id"])
+    assert row.object_key.startswith(f"processed/{row.user_id}/{tryon_id}/0.")
+    s3 = make_s3_client(region="us-east-1", endpoint_url=tryon_settings.s3_endpoint_url)
+    head = s3.head_object(Bucket=tryon_settings.processed_bucket, Key=row.object_key)
+    assert head["ServerSideEncryption"] == "AES256"
+    counts = simulator.counts()
+    assert (counts.submissions, counts.input_downloads) == (1, 1)
+    [seen] = [r for r in simulator.requests_seen() if r.method == "POST"]
+    assert seen.key_matched is True
+    assert seen.headers["x-fal-store-io"] == "0"
+    assert 0 < int(seen.headers["x-fal-request-timeout"]) < 300
+    events = [e.event for e in AuditRow.select().where(AuditRow.subject_id == tryon_id).order_by(AuditRow.id)]
+    assert events == ["tryon.requested", "falai.invoked", "falai.succeeded", "result.stored"]
+
+
+def test_a_busy_fal_is_retried_and_the_tryon_still_succeeds(client, auth, workers, simulator):
+    simulator.fail_next_submits(503, count=1)
+    workers.start()
+    tryon_id = order(client, auth, verified_upload(client, auth))
+
+    body = settled(client, auth, tryon_id)
+
+    assert (body["status"], body["attempts"]) == ("succeeded", 2), workers.logs()
+
+
+def test_a_content_policy_violation_fails_with_its_code(client, auth, workers, simulator):
+    simulator.fail_next_jobs("content_policy_violation", count=1)
+    workers.start()
+    tryon_id = order(client, auth, verified_upload(client, auth))
+
+    body = settled(client, auth, tryon_id)
+
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "content_policy_violation"
+    assert body["results"] == []
+
+
+def test_an_expired_source_url_is_resigned_and_resubmitted(client, auth, workers, simulator):
+    simulator.fail_next_jobs("file_download_error", count=1)
+    workers.start()
+    tryon_id = order(client, auth, verified_upload(client, auth))
+
+    body = settled(client, auth, tryon_id)
+
+    assert (body["status"], body["attempts"]) == ("succeeded", 2)
+    assert simulator.counts().submissions == 2
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_tryon_finishes_once(client, auth, workers, simulator):
+    simulator.set_work_seconds(3)
+    first = workers.start()
+    tryon_id = order(client, auth, verified_upload(client, auth))
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/tryons/{tryon_id}", headers=auth).get_json()["status"] != "running":
+        assert time.monotonic() < deadline, workers.logs()
+        time.sleep(0.1)
+
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    workers.start()
+    body = settled(client, auth, tryon_id, timeout=90)
+
+    assert body["status"] == "succeeded", workers.logs()
+    assert len(body["results"]) == 1
+    assert ResultRow.select().where(ResultRow.tryon_id == tryon_id).count() == 1
+    assert simulator.counts().submissions == 1

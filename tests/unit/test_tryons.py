@@ -1,0 +1,284 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from domain.errors import Conflict, GenerationFailed, Gone, InvalidRequest, NotFound
+from domain.generation import JobState
+from domain.model import StoredImage, Upload, UploadStatus
+from domain.tryon_runner import RunnerPolicy, TryOnRunner
+from domain.tryons import TryOnDesk, TryOnOrder, TryOnStatus
+from tests.fakes import (
+    FakeImageGenerator,
+    FakeResultStorage,
+    FakeSourceUrlSigner,
+    FakeStore,
+    FakeTryOnQueue,
+    FakeUnitOfWork,
+    FixedClock,
+    SequentialIds,
+)
+
+
+class World:
+    def __init__(self) -> None:
+        self.store = FakeStore()
+        self.clock = FixedClock()
+        self.queue = FakeTryOnQueue()
+        self.generator = FakeImageGenerator()
+        self.signer = FakeSourceUrlSigner()
+        self.results = FakeResultStorage()
+        uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
+        self.desk = TryOnDesk(
+            unit_of_work=uow, queue=self.queue, results=self.results, clock=self.clock, ids=SequentialIds()
+        )
+        self.runner = TryOnRunner(
+            policy=RunnerPolicy(max_attempts=3, image_url_ttl_seconds=300, source_retention_seconds=3600),
+            generator=self.generator,
+            signer=self.signer,
+            results=self.results,
+            unit_of_work=uow,
+            queue=self.queue,
+            clock=self.clock,
+            ids=SequentialIds(),
+            jitter=lambda: 0.5,
+        )
+
+    def verified_upload(self, user_id: str = "alice", upload_id: str = "up1", **changes: object) -> Upload:
+        now = self.clock.now()
+        upload = Upload(
+            upload_id=upload_id,
+            user_id=user_id,
+            object_key=f"uploads/{user_id}/{upload_id}",
+            content_type="image/jpeg",
+            content_length=1000,
+            checksum_sha256=None,
+            created_at=now,
+            expires_at=now + timedelta(days=1),
+            status=UploadStatus.VERIFIED,
+            stored=StoredImage(f"uploads/{user_id}/{upload_id}.jpg", "image/jpeg", 900, 512, 512, "c2hh"),
+        )
+        upload = replace(upload, **changes)  # type: ignore[arg-type]
+        self.store.uploads[upload_id] = upload
+        return upload
+
+    def run_until_settled(self, tryon_id: str, steps: int = 20) -> None:
+        for _ in range(steps):
+            if self.store.tryons[tryon_id].status in (TryOnStatus.SUCCEEDED, TryOnStatus.FAILED):
+                return
+            self.clock.advance(5)
+            self.runner.advance(tryon_id)
+        raise AssertionError("the try-on never settled")
+
+    def events(self) -> list[tuple[str, str]]:
+        return [(e.event, e.outcome) for e in self.store.audit]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+ORDER = TryOnOrder("up1", "a sleek bob with copper highlights")
+
+
+def test_an_order_for_a_verified_upload_is_queued_after_it_is_recorded(world):
+    world.verified_upload()
+
+    tryon = world.desk.order("alice", ORDER)
+
+    assert tryon.status is TryOnStatus.QUEUED
+    assert world.store.tryons[tryon.tryon_id] == tryon
+    assert world.queue.advances == [(tryon.tryon_id, 0)]
+    assert world.events() == [("tryon.requested", "success")]
+
+
+def test_the_same_idempotency_key_returns_the_same_tryon_and_a_different_body_is_refused(world):
+    world.verified_upload()
+    first = world.desk.order("alice", ORDER, idempotency_key="k1")
+
+    assert world.desk.order("alice", ORDER, idempotency_key="k1") == first
+    with pytest.raises(InvalidRequest) as refused:
+        world.desk.order("alice", replace(ORDER, style_prompt="a mohawk"), idempotency_key="k1")
+    assert refused.value.code == "idempotency_key_reused"
+    assert len(world.store.tryons) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "code"),
+    [
+        ({"user_id": "bob"}, NotFound, "upload_not_found"),
+        ({"status": UploadStatus.ISSUED, "stored": None}, Conflict, "upload_not_verified"),
+        ({"status": UploadStatus.REJECTED, "stored": None}, Gone, "upload_expired"),
+        ({"expires_at": FixedClock().now()}, Gone, "upload_expired"),
+    ],
+)
+def test_only_the_callers_verified_unexpired_upload_can_be_tried_on(world, changes, error, code):
+    world.verified_upload(**changes)
+
+    with pytest.raises(error) as refused:
+        world.desk.order("alice", ORDER)
+
+    assert refused.value.code == code
+    assert world.store.tryons == {}
+    assert world.queue.advances == []
+
+
+@pytest.mark.parametrize(
+    ("order", "code"),
+    [
+        (replace(ORDER, style_prompt=""), "invalid_prompt"),
+        (replace(ORDER, style_prompt="x" * 1001), "invalid_prompt"),
+        (replace(ORDER, num_images=0), "invalid_num_images"),
+        (replace(ORDER, num_images=5), "invalid_num_images"),
+        (replace(ORDER, output_format="gif"), "invalid_format"),
+    ],
+)
+def test_invalid_orders_are_refused_before_anything_is_recorded(world, order, code):
+    world.verified_upload()
+    with pytest.raises(InvalidRequest) as refused:
+        world.desk.order("alice", order)
+    assert refused.value.code == code
+    assert world.store.tryons == {}
+
+
+def test_a_queue_outage_still_records_the_tryon_for_the_reconciler(world):
+    world.verified_upload()
+    world.queue.down = True
+
+    tryon = world.desk.order("alice", ORDER)
+
+    assert world.store.tryons[tryon.tryon_id].status is TryOnStatus.QUEUED
+    world.queue.down = False
+    world.clock.advance(60)
+    assert world.runner.reconcile() == 1
+    assert world.queue.advances == [(tryon.tryon_id, 0)]
+
+
+def test_a_tryon_is_submitted_with_only_a_fresh_short_lived_url_and_its_result_stored(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.generator.states = [JobState.QUEUED, JobState.RUNNING]
+
+    world.run_until_settled(tryon.tryon_id)
+
+    done = world.store.tryons[tryon.tryon_id]
+    assert (done.status, done.attempts, done.error) == (TryOnStatus.SUCCEEDED, 1, None)
+    [request] = world.generator.submitted
+    assert world.signer.signed == [("uploads/alice/up1.jpg", 300)]
+    assert request.start_deadline_seconds == 270
+    assert request.prompt == ORDER.style_prompt
+    [result] = world.store.results.values()
+    assert result.object_key == f"processed/alice/{tryon.tryon_id}/0.jpg"
+    assert set(world.results.objects) == {result.object_key}
+    assert [e for e, _ in world.events()] == [
+        "tryon.requested",
+        "falai.invoked",
+        "falai.succeeded",
+        "result.stored",
+    ]
+    upload = world.store.uploads["up1"]
+    assert upload.expires_at == done.completed_at + timedelta(seconds=3600)
+    assert world.queue.expiries == [("up1", upload.expires_at)]
+
+
+def test_a_retryable_failure_resubmits_with_a_new_url_and_then_succeeds(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.generator.submit_failures = [GenerationFailed("busy", code="upstream_unavailable", retryable=True)]
+    world.generator.result_failures = [GenerationFailed("expired", code="source_expired", retryable=True)]
+
+    world.run_until_settled(tryon.tryon_id)
+
+    done = world.store.tryons[tryon.tryon_id]
+    assert (done.status, done.attempts) == (TryOnStatus.SUCCEEDED, 3)
+    assert len(world.signer.signed) == 3
+    assert len({str(r.image_url) for r in world.generator.submitted}) == 3
+
+
+def test_retries_stop_at_the_limit_and_the_tryon_fails_with_an_actionable_error(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.generator.submit_failures = [
+        GenerationFailed("busy", code="upstream_unavailable", retryable=True) for _ in range(5)
+    ]
+
+    world.run_until_settled(tryon.tryon_id)
+
+    done = world.store.tryons[tryon.tryon_id]
+    assert (done.status, done.attempts) == (TryOnStatus.FAILED, 3)
+    assert done.error is not None
+    assert (done.error.code, done.error.retryable) == ("upstream_unavailable", True)
+    assert len(world.generator.submitted) == 3
+
+
+def test_a_content_policy_violation_is_final_at_once(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.generator.result_failures = [
+        GenerationFailed("no", code="content_policy_violation", retryable=False)
+    ]
+
+    world.run_until_settled(tryon.tryon_id)
+
+    done = world.store.tryons[tryon.tryon_id]
+    assert (done.status, done.attempts) == (TryOnStatus.FAILED, 1)
+    assert done.error is not None and done.error.code == "content_policy_violation"
+
+
+def test_a_job_that_runs_past_its_deadline_is_cancelled_and_retried(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.runner.advance(tryon.tryon_id)
+    world.generator.states = [JobState.RUNNING]
+    world.clock.advance(601)
+
+    world.runner.advance(tryon.tryon_id)
+
+    assert world.generator.cancelled == ["req1"]
+    assert world.store.tryons[tryon.tryon_id].status is TryOnStatus.QUEUED
+    world.run_until_settled(tryon.tryon_id)
+    assert world.store.tryons[tryon.tryon_id].status is TryOnStatus.SUCCEEDED
+
+
+def test_a_step_held_by_another_worker_is_skipped_and_a_settled_tryon_is_left_alone(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.store.leases[tryon.tryon_id] = world.clock.now() + timedelta(seconds=30)
+
+    world.runner.advance(tryon.tryon_id)
+    assert world.generator.submitted == []
+
+    world.clock.advance(31)
+    world.run_until_settled(tryon.tryon_id)
+    world.runner.advance(tryon.tryon_id)
+    assert len(world.generator.submitted) == 1
+
+
+def test_a_source_deleted_before_submission_fails_with_source_expired(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.store.uploads["up1"] = replace(world.store.uploads["up1"], status=UploadStatus.DELETED)
+
+    world.runner.advance(tryon.tryon_id)
+
+    done = world.store.tryons[tryon.tryon_id]
+    assert done.status is TryOnStatus.FAILED
+    assert done.error is not None and done.error.code == "source_expired"
+    assert world.generator.submitted == []
+
+
+def test_a_result_image_is_served_to_its_owner_only(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.run_until_settled(tryon.tryon_id)
+    [result] = world.store.results.values()
+
+    owned, data = world.desk.result_image("alice", result.result_id)
+
+    assert owned == result
+    assert data == world.results.objects[result.object_key].data
+    with pytest.raises(NotFound):
+        world.desk.result_image("mallory", result.result_id)
