@@ -24,6 +24,7 @@ import requests
 from adapters.s3_storage import make_s3_client
 from domain.scrubbing import Scrubber
 from entrypoints.dev_issuer import DevJwtIssuer
+from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
 from entrypoints.local_stack import (
     EMULATOR_CREDENTIALS,
     redis_answers,
@@ -251,3 +252,84 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
 
     walk.step("POST /v1/uploads/{id}/complete (sanitise + face gate)", verify)
     walk.step(f"Upload and complete {SAMPLE_NO_FACE.name} (a rocket, no face)", reject_no_face)
+    _tryon(walk, stack, env, api=api, auth=auth, upload_id=state["ticket"]["upload_id"])
+
+
+def _tryon(
+    walk: Walkthrough,
+    stack: ExitStack,
+    env: dict[str, str],
+    *,
+    api: str,
+    auth: dict[str, str],
+    upload_id: str,
+) -> None:
+    state: dict[str, Any] = {}
+
+    def fal() -> str:
+        state["fal"] = stack.enter_context(FalSimulator(work_seconds=2))
+        return f"fal.ai queue simulator at {state['fal'].base_url} (fal itself is unreachable from here)"
+
+    def worker() -> str:
+        worker_env = {
+            **os.environ,
+            **env,
+            "FAL_API_KEY": DEFAULT_KEY,
+            "FAL_QUEUE_URL": state["fal"].base_url,
+            "FAL_RESULT_HOSTS": state["fal"].base_url,
+        }
+        log = stack.enter_context(open(WORKDIR / "worker.log", "ab"))  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "entrypoints.cli", "worker"], env=worker_env, stdout=log, stderr=log
+        )
+        stack.callback(_stop, process)
+        return f"tryon worker (RQ + scheduler), pid {process.pid}"
+
+    def order() -> str:
+        body = {"upload_id": upload_id, "style_prompt": "a sleek copper bob with soft waves"}
+        headers = {**auth, "Idempotency-Key": secrets.token_hex(8)}
+        response = requests.post(f"{api}/v1/tryons", json=body, headers=headers, timeout=HTTP_TIMEOUT)
+        expect(response.status_code == 202, f"expected 202, got {response.status_code}: {response.text}")
+        state["tryon_id"] = response.json()["tryon_id"]
+        return f"202 {response.json()}"
+
+    def follow() -> str:
+        deadline, seen = time.monotonic() + 90, ""
+        while time.monotonic() < deadline:
+            body = requests.get(
+                f"{api}/v1/tryons/{state['tryon_id']}", headers=auth, timeout=HTTP_TIMEOUT
+            ).json()
+            if body["status"] != seen:
+                seen = body["status"]
+                print(f"       ... {seen} (attempts {body['attempts']})", flush=True)
+            if seen in ("succeeded", "failed"):
+                expect(seen == "succeeded", f"try-on failed: {body['error']}")
+                state["results"] = body["results"]
+                return f"succeeded with {len(body['results'])} result(s)"
+            time.sleep(0.5)
+        raise StepFailed("the try-on did not finish within 90 s; see var/demo/worker.log")
+
+    def save() -> str:
+        [result] = state["results"]
+        response = requests.get(
+            f"{api}/v1/results/{result['result_id']}/image", headers=auth, timeout=HTTP_TIMEOUT
+        )
+        expect(response.status_code == 200, f"expected 200, got {response.status_code}")
+        extension = response.headers["Content-Type"].split("/")[-1].replace("jpeg", "jpg")
+        path = WORKDIR / f"tryon-result.{extension}"
+        path.write_bytes(response.content)
+        return f"{len(response.content)} bytes ({response.headers['Content-Type']}) saved to {path}"
+
+    walk.step("Start the fal.ai simulator", fal)
+    walk.step("Start the worker process", worker)
+    walk.step("POST /v1/tryons", order)
+    walk.step("Poll GET /v1/tryons/{id} until it settles", follow)
+    walk.step("GET /v1/results/{id}/image and save it", save)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -18,12 +18,14 @@ import redis
 from flask.testing import FlaskClient
 
 from adapters.mtcnn_faces import MtcnnFaceDetector
-from adapters.peewee_db import AuditRow, ResultRow
+from adapters.peewee_db import AuditRow, ResultRow, open_database
+from adapters.peewee_db.database import execute_sql
 from adapters.s3_storage import make_s3_client
 from entrypoints.bootstrap import bootstrap
 from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
 from entrypoints.http.app import create_app
 from entrypoints.local_stack import EMULATOR_CREDENTIALS
+from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
 from tests import hostile
 from tests.e2e.test_upload_security_contract import put
@@ -234,3 +236,71 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_tryon_finishes_once(client,
     assert len(body["results"]) == 1
     assert ResultRow.select().where(ResultRow.tryon_id == tryon_id).count() == 1
     assert simulator.counts().submissions == 1
+
+
+def redis_dump(url: str) -> str:
+    connection = redis.Redis.from_url(url)
+    chunks: list[str] = []
+    for key in connection.scan_iter():
+        kind = connection.type(key).decode()
+        if kind == "string":
+            value: Any = connection.get(key)
+        elif kind == "hash":
+            value = connection.hgetall(key)
+        elif kind == "list":
+            value = connection.lrange(key, 0, -1)
+        elif kind == "set":
+            value = connection.smembers(key)
+        elif kind == "zset":
+            value = connection.zrange(key, 0, -1)
+        else:
+            value = kind
+        chunks.append(f"{key!r}={value!r}")
+    return "\n".join(chunks)
+
+
+def database_dump(settings: Settings) -> str:
+    database = open_database(settings.database_url)
+    tables = ("uploads", "audit_events", "tryons", "tryon_results")
+    rows = [
+        repr(row) for table in tables for row in execute_sql(database, f"SELECT * FROM {table}").fetchall()
+    ]
+    database.close()
+    return "\n".join(rows)
+
+
+def test_no_signed_url_token_key_or_bucket_name_is_left_in_logs_rows_or_redis(
+    client, auth, workers, tryon_settings, simulator, caplog
+):
+    simulator.fail_next_submits(503, count=1)
+    simulator.fail_next_jobs("file_download_error", count=1)
+    workers.start()
+    with caplog.at_level("INFO"):
+        tryon_id = order(client, auth, verified_upload(client, auth))
+        body = settled(client, auth, tryon_id)
+    assert (body["status"], body["attempts"]) == ("succeeded", 3), workers.logs()
+    workers.stop_all()
+
+    formatter = JsonFormatter(bootstrap(tryon_settings).scrubber)
+    haystacks = {
+        "worker logs": workers.logs(),
+        "web logs": "\n".join(formatter.format(record) for record in caplog.records),
+        "database": database_dump(tryon_settings),
+        "redis": redis_dump(tryon_settings.redis_url),
+    }
+    needles = {
+        "a signature": "X-Amz-Signature",
+        "a credential": "X-Amz-Credential",
+        "the fal key": DEFAULT_KEY,
+        "the uploads bucket": tryon_settings.uploads_bucket,
+        "the processed bucket": tryon_settings.processed_bucket,
+        "a bearer token": auth["Authorization"].split()[1],
+    }
+    assert haystacks["worker logs"] and haystacks["database"] and haystacks["redis"]
+    leaks = [
+        f"{what} in {where}"
+        for where, text in haystacks.items()
+        for what, needle in needles.items()
+        if needle in text
+    ]
+    assert leaks == []
