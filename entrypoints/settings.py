@@ -41,6 +41,7 @@ class Settings:
     source_retention_seconds: int = 3600
     unused_upload_ttl_seconds: int = 86400
     processed_retention_days: int = 30
+    cors_allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(self.uploads_bucket, "UPLOADS_BUCKET")
@@ -114,6 +115,9 @@ class Settings:
             source_retention_seconds=integer("SOURCE_RETENTION_SECONDS", 3600),
             unused_upload_ttl_seconds=integer("UNUSED_UPLOAD_TTL_SECONDS", 86400),
             processed_retention_days=integer("PROCESSED_RETENTION_DAYS", 30),
+            cors_allowed_origins=tuple(
+                origin.strip() for origin in text("CORS_ALLOWED_ORIGINS").split(",") if origin.strip()
+            ),
         )
 
 

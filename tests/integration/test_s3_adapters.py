@@ -55,8 +55,8 @@ def test_provisioning_twice_creates_once_and_leaves_the_bucket_private_and_encry
     provisioner = S3BucketProvisioner(client, region="us-east-1")
     bucket = new_bucket_name("prov")
 
-    assert provisioner.ensure_private_bucket(bucket) == "created"
-    assert provisioner.ensure_private_bucket(bucket) == "existing"
+    assert provisioner.ensure_private_bucket(bucket).outcome == "created"
+    assert provisioner.ensure_private_bucket(bucket).outcome == "existing"
 
     encryption = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
     assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
