@@ -35,7 +35,9 @@ class VerificationPolicy:
 
 
 def stored_key(upload: Upload, content_type: str) -> str:
-    return f"{upload.object_key}.{EXTENSIONS[content_type]}"
+    """The sanitised copy lives apart from what clients PUT: the bucket's 1-day lifecycle backstop
+    expires ``uploads/`` only, while a source kept for a favourite must outlive it."""
+    return f"sources/{upload.user_id}/{upload.upload_id}.{EXTENSIONS[content_type]}"
 
 
 def sha256_base64(data: bytes) -> str:

@@ -221,8 +221,9 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
         )
         expect(response.status_code == 200, f"expected 200, got {response.status_code}: {response.text}")
         body = response.json()
-        kept = keys_under(ticket["object_key"])
-        expect(kept == [f"{ticket['object_key']}.jpg"], f"expected only the sanitised copy, found {kept}")
+        kept = keys_under(ticket["object_key"]) + keys_under(f"sources/{user_id}/{ticket['upload_id']}")
+        sanitised = f"sources/{user_id}/{ticket['upload_id']}.jpg"
+        expect(kept == [sanitised], f"expected only the sanitised copy, found {kept}")
         cleaned = s3.get_object(Bucket=env["UPLOADS_BUCKET"], Key=kept[0])["Body"].read()
         expect(b"Exif" not in cleaned and b"GPS" not in cleaned, "metadata survived sanitising")
         return (

@@ -83,7 +83,7 @@ def test_a_real_selfie_is_verified_stored_sanitised_and_encrypted_and_the_origin
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
     assert (body["status"], body["content_type"]) == ("verified", "image/jpeg")
-    stored_key = f"{ticket['object_key']}.jpg"
+    stored_key = f"sources/{ticket['object_key'].split('/')[1]}/{ticket['upload_id']}.jpg"
     assert bucket_keys(settings) == [stored_key]
     data, head = stored_bytes(settings, stored_key)
     assert head["ServerSideEncryption"] == "AES256"

@@ -71,11 +71,11 @@ def test_a_real_selfie_is_sanitised_stored_recorded_and_the_original_deleted(wor
 
     assert verified.status is UploadStatus.VERIFIED
     assert verified.stored is not None
-    assert verified.stored.object_key == "uploads/alice/u1.jpg"
+    assert verified.stored.object_key == "sources/alice/u1.jpg"
     assert verified.stored.checksum_sha256 == sha256_base64(b"CLEAN" + IMAGE[3:])
     assert (verified.stored.width, verified.stored.height) == (1536, 2048)
     assert verified.expires_at == world.clock.now() + timedelta(seconds=86400)
-    assert set(world.storage.objects) == {"uploads/alice/u1.jpg"}
+    assert set(world.storage.objects) == {"sources/alice/u1.jpg"}
     assert world.store.uploads["u1"] == verified
     assert world.events() == [("upload.validated", None)]
 
@@ -108,7 +108,7 @@ def test_an_unknown_upload_is_not_found(world):
         world.verifier.complete("alice", "nope", "uploads/alice/nope")
 
 
-@pytest.mark.parametrize("key", ["uploads/bob/u1", "uploads/alice/other", "uploads/alice/u1.jpg", "../u1"])
+@pytest.mark.parametrize("key", ["uploads/bob/u1", "uploads/alice/other", "sources/alice/u1.jpg", "../u1"])
 def test_a_key_that_was_not_issued_to_the_caller_is_forbidden_and_nothing_is_touched(world, key):
     upload = world.issue()
     world.storage.objects[key] = FakeObject(IMAGE, "image/jpeg")
