@@ -73,13 +73,27 @@ class S3UploadUrlSigner(UploadUrlSigner):
 
 
 class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
-    """One private bucket (uploads or processed). Every write is encrypted and write-once."""
+    """One private bucket (uploads or processed). Every write is encrypted and write-once; with ``tags``
+    (a URL-encoded tag set such as ``retention=expiring``) every write is tagged too."""
 
     def __init__(
-        self, client: S3Client, bucket: str, *, sse: str = "AES256", kms_key_id: str | None = None
+        self,
+        client: S3Client,
+        bucket: str,
+        *,
+        sse: str = "AES256",
+        kms_key_id: str | None = None,
+        tags: str | None = None,
+        favorite_tags: dict[str, str] | None = None,
+        expiring_tags: dict[str, str] | None = None,
     ) -> None:
+        """``tags`` go on every new object; ``favorite_tags`` / ``expiring_tags`` replace them when a
+        result is (un)favourited, so the bucket's lifecycle keeps or expires it."""
         self._client = client
         self._bucket = bucket
+        self._tagging: dict[str, Any] = {"Tagging": tags} if tags else {}
+        self._favorite_tags = favorite_tags or {}
+        self._expiring_tags = expiring_tags or {}
         self._encryption: dict[str, Any] = {"ServerSideEncryption": sse}
         if sse == "aws:kms" and kms_key_id:
             self._encryption["SSEKMSKeyId"] = kms_key_id
@@ -119,6 +133,7 @@ class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
                 ContentType=content_type,
                 IfNoneMatch="*",
                 **self._encryption,
+                **self._tagging,
             )
         except ClientError as error:
             if _status(error) == 412:
@@ -141,6 +156,17 @@ class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
             self._client.delete_object(Bucket=self._bucket, Key=object_key)
         except (BotoCoreError, ClientError) as error:
             raise StorageUnavailable("could not delete the object") from error
+
+    def mark_favorite(self, object_key: str, favorite: bool) -> None:
+        self.set_tags(object_key, self._favorite_tags if favorite else self._expiring_tags)
+
+    def set_tags(self, object_key: str, tags: dict[str, str]) -> None:
+        """Replace the object's tag set (the processed bucket's lifecycle expires by tag)."""
+        tag_set: Any = [{"Key": key, "Value": value} for key, value in tags.items()]
+        try:
+            self._client.put_object_tagging(Bucket=self._bucket, Key=object_key, Tagging={"TagSet": tag_set})
+        except (BotoCoreError, ClientError) as error:
+            raise StorageUnavailable("could not tag the object") from error
 
 
 def _status(error: ClientError) -> int | None:

@@ -18,6 +18,7 @@ from domain.model import (
     SignedUrl,
     Upload,
     UploadRequest,
+    UploadStatus,
 )
 from domain.tryons import TryOn, TryOnResult
 
@@ -86,6 +87,25 @@ class UploadRepository(Protocol):
         """Persist the upload's current state (status, stored image, reason, times)."""
         ...
 
+    def for_user(self, user_id: str) -> list[Upload]: ...
+
+    def delete(self, upload_id: str) -> None: ...
+
+    def to_purge(self, settled_before: datetime, limit: int) -> list[Upload]:
+        """Uploads whose objects may still exist but must not: originals of verified uploads, intents never
+        completed or rejected (their URL long dead), deleted uploads; all unpurged and settled before."""
+        ...
+
+    def overdue_sources(self, now: datetime, limit: int) -> list[str]:
+        """Verified uploads whose deletion deadline has passed."""
+        ...
+
+    def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool: ...
+
+    def mark_purged(self, upload_id: str, now: datetime, status: UploadStatus) -> None:
+        """The upload's objects are gone; record it (and its new status) and end the sweep lease."""
+        ...
+
     def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
         """Atomically move an issued upload (or one whose verification stalled before ``stale_before``)
         to ``verifying``; False when another request holds it or it is settled."""
@@ -113,6 +133,8 @@ class TryOnRepository(Protocol):
 
     def unsettled_for_upload(self, upload_id: str) -> int: ...
 
+    def delete_for_user(self, user_id: str) -> int: ...
+
     def due(self, before: datetime, limit: int) -> list[str]:
         """Unsettled try-ons whose next step was due before ``before`` and that nobody holds."""
         ...
@@ -120,6 +142,20 @@ class TryOnRepository(Protocol):
 
 class ResultRepository(Protocol):
     def add_if_absent(self, result: TryOnResult) -> None: ...
+
+    def set_favorite(self, result_id: str, favorite: bool) -> None: ...
+
+    def for_upload(self, upload_id: str) -> list[TryOnResult]: ...
+
+    def for_user(self, user_id: str) -> list[TryOnResult]: ...
+
+    def delete(self, result_id: str) -> None: ...
+
+    def expired(self, created_before: datetime, limit: int) -> list[TryOnResult]:
+        """Results that are not favourites, created before the cut-off."""
+        ...
+
+    def claim_sweep(self, result_id: str, now: datetime, lease_until: datetime) -> bool: ...
 
     def for_tryon(self, tryon_id: str) -> list[TryOnResult]: ...
 
@@ -168,6 +204,12 @@ class ResultStorage(Protocol):
     def put_new(self, object_key: str, data: bytes, content_type: str) -> None: ...
 
     def read(self, object_key: str, max_bytes: int) -> bytes: ...
+
+    def delete(self, object_key: str) -> None: ...
+
+    def mark_favorite(self, object_key: str, favorite: bool) -> None:
+        """Tag the object so the bucket's lifecycle backstop keeps (or again expires) it."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,14 @@ class SourceExpiry:
         self._clock = clock
 
     def expire(self, upload_id: str) -> bool:
-        """Delete the stored selfie if its deadline has passed and no try-on still needs it."""
+        """Delete the stored selfie if its deadline has passed, no try-on still needs it and none of its
+        results is a favourite."""
         now = self._clock.now()
         with self._unit_of_work() as uow:
             upload = uow.uploads.get(upload_id)
-            busy = uow.tryons.unsettled_for_upload(upload_id)
+            busy = uow.tryons.unsettled_for_upload(upload_id) or any(
+                result.favorite for result in uow.results.for_upload(upload_id)
+            )
         if upload is None or upload.status is not UploadStatus.VERIFIED or upload.expires_at > now or busy:
             return False
         if upload.stored is not None:

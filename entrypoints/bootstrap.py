@@ -16,6 +16,7 @@ from adapters.peewee_db import PeeweeUnitOfWork, bind, open_database, ping
 from adapters.pillow_images import PillowImageSanitizer
 from adapters.redis_store import RedisProbe, connect_redis
 from adapters.rq_queue import RqTryOnQueue
+from adapters.s3_provisioning import EXPIRING, EXPIRING_TAGGING, FAVORITE, RETENTION_TAG
 from adapters.s3_storage import S3BucketProbe, S3PrivateObjects, S3UploadUrlSigner, make_s3_client
 from adapters.system import RandomIds, SystemClock
 from domain.faces import FacePolicy
@@ -35,9 +36,11 @@ from domain.ports import (
 )
 from domain.retention import SourceExpiry
 from domain.scrubbing import Scrubber
+from domain.sweeper import Sweeper, SweepPolicy
 from domain.tryon_runner import RunnerPolicy, TryOnRunner
 from domain.tryons import TryOnDesk
 from domain.uploads import UploadIssuer, UploadPolicy
+from domain.user_data import UserData
 from domain.verification import UploadVerifier, VerificationPolicy
 from entrypoints.settings import Settings
 
@@ -61,6 +64,8 @@ class Services:
     tryon_desk: TryOnDesk
     results: ResultStorage
     source_expiry: SourceExpiry
+    user_data: UserData
+    sweeper: Sweeper
     tryon_runner: TryOnRunner | None
     """None where FAL_API_KEY is not set: only the worker needs it."""
     readiness_checks: Mapping[str, ReadinessCheck]
@@ -139,7 +144,13 @@ def _s3(settings: Settings, ports: Adapters, checks: dict[str, ReadinessCheck]) 
     ports.storage = ports.storage or uploads
     ports.source_signer = ports.source_signer or uploads
     ports.results = ports.results or S3PrivateObjects(
-        s3, settings.processed_bucket, sse=sse, kms_key_id=kms_key_id
+        s3,
+        settings.processed_bucket,
+        sse=sse,
+        kms_key_id=kms_key_id,
+        tags=EXPIRING_TAGGING,
+        favorite_tags={RETENTION_TAG: FAVORITE},
+        expiring_tags={RETENTION_TAG: EXPIRING},
     )
     checks["storage"] = S3BucketProbe(s3, (settings.uploads_bucket, settings.processed_bucket)).check
 
@@ -173,7 +184,16 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             clock=clock,
             ids=ids,
         )
+    expiry = SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock)
     return {
+        "sweeper": Sweeper(
+            policy=SweepPolicy(processed_retention_days=settings.processed_retention_days),
+            uploads=ports.storage,
+            results=ports.results,
+            expiry=expiry,
+            unit_of_work=unit_of_work,
+            clock=clock,
+        ),
         "upload_issuer": UploadIssuer(
             policy=UploadPolicy(
                 max_upload_bytes=settings.max_upload_bytes, url_ttl_seconds=settings.upload_url_ttl_seconds
@@ -200,6 +220,14 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             unit_of_work=unit_of_work, queue=ports.queue, results=ports.results, clock=clock, ids=ids
         ),
         "results": ports.results,
-        "source_expiry": SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock),
+        "source_expiry": expiry,
+        "user_data": UserData(
+            uploads=ports.storage,
+            results=ports.results,
+            queue=ports.queue,
+            unit_of_work=unit_of_work,
+            clock=clock,
+            source_retention_seconds=settings.source_retention_seconds,
+        ),
         "tryon_runner": runner,
     }

@@ -24,8 +24,9 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _provision(settings: Settings, _: argparse.Namespace) -> int:
-    from adapters.s3_provisioning import S3BucketProvisioner
+    from adapters.s3_provisioning import BucketRole, S3BucketProvisioner
     from adapters.s3_storage import make_s3_client
+    from domain.errors import StorageUnavailable
 
     provisioner = S3BucketProvisioner(
         make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url),
@@ -33,8 +34,28 @@ def _provision(settings: Settings, _: argparse.Namespace) -> int:
         sse=settings.s3_sse,
         kms_key_id=settings.s3_sse_kms_key_id,
     )
-    for role, bucket in (("uploads", settings.uploads_bucket), ("processed", settings.processed_bucket)):
-        print(f"{role} bucket: {provisioner.ensure_private_bucket(bucket)}, encrypted, public access blocked")
+    cors_origins: tuple[str, ...] = settings.cors_allowed_origins
+    buckets: tuple[tuple[BucketRole, str], ...] = (
+        ("uploads", settings.uploads_bucket),
+        ("processed", settings.processed_bucket),
+    )
+    for role, bucket in buckets:
+        try:
+            report = provisioner.ensure_private_bucket(
+                bucket,
+                role=role,
+                processed_retention_days=settings.processed_retention_days,
+                cors_origins=cors_origins if role == "uploads" else (),
+            )
+        except StorageUnavailable as error:
+            cause = error.__cause__
+            code = getattr(cause, "response", {}).get("Error", {}).get("Code") or type(cause).__name__
+            print(f"tryon: {role} bucket: {error}: {code}", file=sys.stderr)
+            return 1
+        except ValueError as error:
+            print(f"tryon: configuration refused: {error}", file=sys.stderr)
+            return 2
+        print(f"{role} bucket: {report.summary()}")
     return 0
 
 
@@ -46,6 +67,28 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     except SettingsError as error:
         print(f"tryon: configuration refused: {error}", file=sys.stderr)
         return 2
+
+
+def _sweep(settings: Settings, _: argparse.Namespace) -> int:
+    from entrypoints.bootstrap import bootstrap
+
+    services = bootstrap(settings)
+    try:
+        print(f"sweep: {services.sweeper.sweep().summary()}")
+    finally:
+        services.end_request()
+    return 0
+
+
+def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    from entrypoints.audit_export import ExportError, export_audit
+
+    try:
+        export_audit(settings, sys.stdout, since=args.since, user=args.user)
+    except ExportError as error:
+        print(f"tryon: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _demo(_: Settings | None, args: argparse.Namespace) -> int:
@@ -66,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run an RQ worker with its scheduler")
     worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     worker.set_defaults(run=_worker)
+    commands.add_parser("sweep", help="one retention and cleanup pass; prints counts").set_defaults(
+        run=_sweep
+    )
+    audit = commands.add_parser("audit", help="the audit trail")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_commands.add_parser("export", help="print events as JSON lines, oldest first")
+    export.add_argument("--since", help="only events at or after this ISO 8601 time")
+    export.add_argument("--user", help="only events whose actor is this user id")
+    export.set_defaults(run=_audit_export)
     commands.add_parser("demo", help="run the end-to-end walk-through on loopback").set_defaults(
         run=_demo, needs_settings=False
     )

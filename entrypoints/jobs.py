@@ -14,7 +14,7 @@ _services: Services | None = None
 
 
 def install(services: Services) -> None:
-    """Called once by the worker before it forks work horses (they inherit the services)."""
+    """Called once by the worker process before it starts taking jobs."""
     global _services  # noqa: PLW0603 - the one process-wide handle jobs reach the composition root by
     _services = services
 
@@ -53,3 +53,11 @@ def reconcile() -> int:
     if found:
         log.info("re-queued overdue try-ons", extra={"count": found})
     return found
+
+
+def sweep() -> str:
+    """One retention pass (the same as `tryon sweep`), every 10 minutes on the maintenance queue."""
+    try:
+        return services().sweeper.sweep().summary()
+    finally:
+        services().end_request()

@@ -84,13 +84,25 @@ class FakeStore:
     tryons: dict[str, TryOn] = field(default_factory=dict)
     leases: dict[str, datetime] = field(default_factory=dict)
     results: dict[str, TryOnResult] = field(default_factory=dict)
+    purged: dict[str, datetime] = field(default_factory=dict)
+    sweep_leases: dict[str, datetime] = field(default_factory=dict)
     fail_commit: bool = False
 
 
+def _claim(leases: dict[str, datetime], key: str, now: datetime, lease_until: datetime) -> bool:
+    held = leases.get(key)
+    if held is not None and held >= now:
+        return False
+    leases[key] = lease_until
+    return True
+
+
 class FakeUploadRepository(UploadRepository):
-    def __init__(self, committed: dict[str, Upload]) -> None:
+    def __init__(self, committed: dict[str, Upload], store: FakeStore | None = None) -> None:
+        self._store = store or FakeStore(uploads=committed)
         self._committed = committed
         self.pending: dict[str, Upload] = {}
+        self.deleted: set[str] = set()
 
     def add(self, upload: Upload) -> None:
         self.pending[upload.upload_id] = upload
@@ -99,7 +111,41 @@ class FakeUploadRepository(UploadRepository):
         self.pending[upload.upload_id] = upload
 
     def get(self, upload_id: str) -> Upload | None:
+        if upload_id in self.deleted:
+            return None
         return self.pending.get(upload_id) or self._committed.get(upload_id)
+
+    def for_user(self, user_id: str) -> list[Upload]:
+        ids = {*self._committed, *self.pending} - self.deleted
+        found = [self.get(upload_id) for upload_id in sorted(ids)]
+        return [u for u in found if u is not None and u.user_id == user_id]
+
+    def delete(self, upload_id: str) -> None:
+        self.deleted.add(upload_id)
+
+    def to_purge(self, settled_before: datetime, limit: int) -> list[Upload]:
+        def due(u: Upload) -> bool:
+            if u.upload_id in self._store.purged:
+                return False
+            if u.status is UploadStatus.VERIFIED:
+                return (u.updated_at or u.created_at) < settled_before
+            return u.status is UploadStatus.DELETED or u.expires_at < settled_before
+
+        return [u for u in self._committed.values() if due(u)][:limit]
+
+    def overdue_sources(self, now: datetime, limit: int) -> list[str]:
+        due = [
+            u for u in self._committed.values() if u.status is UploadStatus.VERIFIED and u.expires_at < now
+        ]
+        return [u.upload_id for u in due][:limit]
+
+    def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool:
+        return _claim(self._store.sweep_leases, f"upload:{upload_id}", now, lease_until)
+
+    def mark_purged(self, upload_id: str, now: datetime, status: UploadStatus) -> None:
+        self.pending[upload_id] = replace(self._committed[upload_id], status=status)
+        self._store.purged[upload_id] = now
+        self._store.sweep_leases.pop(f"upload:{upload_id}", None)
 
     def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
         upload = self.get(upload_id)
@@ -148,6 +194,12 @@ class FakeTryOnRepository(TryOnRepository):
         self._store.leases[tryon_id] = lease_until
         return True
 
+    def delete_for_user(self, user_id: str) -> int:
+        doomed = [t for t in self._store.tryons.values() if t.user_id == user_id]
+        for tryon in doomed:
+            del self._store.tryons[tryon.tryon_id]
+        return len(doomed)
+
     def unsettled_for_upload(self, upload_id: str) -> int:
         return sum(
             1 for t in self._store.tryons.values() if t.upload_id == upload_id and t.status not in TERMINAL
@@ -175,6 +227,26 @@ class FakeResultRepository(ResultRepository):
         found = [r for r in self._store.results.values() if r.tryon_id == tryon_id]
         return sorted(found, key=lambda r: r.position)
 
+    def set_favorite(self, result_id: str, favorite: bool) -> None:
+        self._store.results[result_id] = replace(self._store.results[result_id], favorite=favorite)
+
+    def for_upload(self, upload_id: str) -> list[TryOnResult]:
+        tryons = {t.tryon_id for t in self._store.tryons.values() if t.upload_id == upload_id}
+        return [r for r in self._store.results.values() if r.tryon_id in tryons]
+
+    def for_user(self, user_id: str) -> list[TryOnResult]:
+        return [r for r in self._store.results.values() if r.user_id == user_id]
+
+    def delete(self, result_id: str) -> None:
+        self._store.results.pop(result_id, None)
+
+    def expired(self, created_before: datetime, limit: int) -> list[TryOnResult]:
+        found = [r for r in self._store.results.values() if not r.favorite and r.created_at < created_before]
+        return found[:limit]
+
+    def claim_sweep(self, result_id: str, now: datetime, lease_until: datetime) -> bool:
+        return _claim(self._store.sweep_leases, f"result:{result_id}", now, lease_until)
+
     def get(self, result_id: str) -> TryOnResult | None:
         return self._store.results.get(result_id)
 
@@ -182,7 +254,7 @@ class FakeResultRepository(ResultRepository):
 class FakeUnitOfWork(UnitOfWork):
     def __init__(self, store: FakeStore) -> None:
         self._store = store
-        self.uploads = FakeUploadRepository(store.uploads)
+        self.uploads = FakeUploadRepository(store.uploads, store)
         self.audit = FakeAuditLog()
         self.tryons = FakeTryOnRepository(store)
         self.results = FakeResultRepository(store)
@@ -200,6 +272,8 @@ class FakeUnitOfWork(UnitOfWork):
         if self._store.fail_commit:
             raise PersistenceUnavailable("the database is down")
         self._store.uploads.update(self.uploads.pending)
+        for upload_id in self.uploads.deleted:
+            self._store.uploads.pop(upload_id, None)
         self._store.audit.extend(self.audit.pending)
         self.uploads.pending.clear()
         self.audit.pending.clear()
@@ -326,12 +400,19 @@ class FakeSourceUrlSigner(SourceUrlSigner):
 class FakeResultStorage(ResultStorage):
     def __init__(self) -> None:
         self.objects: dict[str, FakeObject] = {}
+        self.favorites: dict[str, bool] = {}
 
     def put_new(self, object_key: str, data: bytes, content_type: str) -> None:
         self.objects.setdefault(object_key, FakeObject(data, content_type))
 
     def read(self, object_key: str, max_bytes: int) -> bytes:
         return self.objects[object_key].data[: max_bytes + 1]
+
+    def delete(self, object_key: str) -> None:
+        self.objects.pop(object_key, None)
+
+    def mark_favorite(self, object_key: str, favorite: bool) -> None:
+        self.favorites[object_key] = favorite
 
 
 class FakeImageGenerator(ImageGenerator):

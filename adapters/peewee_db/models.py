@@ -60,6 +60,8 @@ class UploadRow(BaseRow):
     height = peewee.IntegerField(null=True)
     stored_checksum_sha256 = peewee.CharField(max_length=64, null=True)
     rejection_reason = peewee.CharField(max_length=64, null=True)
+    purged_at = UtcDateTimeField(null=True)
+    sweep_lease_until = UtcDateTimeField(null=True)
 
     class Meta:
         table_name = "uploads"
@@ -119,6 +121,7 @@ class ResultRow(BaseRow):
     height = peewee.IntegerField(null=True)
     created_at = UtcDateTimeField()
     favorite = peewee.BooleanField(default=False)
+    sweep_lease_until = UtcDateTimeField(null=True)
 
     class Meta:
         table_name = "tryon_results"

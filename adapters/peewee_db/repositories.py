@@ -32,6 +32,53 @@ class PeeweeUploadRepository(UploadRepository):
                 self._db
             )
 
+    def for_user(self, user_id: str) -> list[Upload]:
+        with unavailable_on_failure("reading uploads"), bound_to(self._db):
+            query = UploadRow.select().where(UploadRow.user_id == user_id).order_by(UploadRow.created_at)
+            return [_upload(row) for row in query.execute(self._db)]
+
+    def delete(self, upload_id: str) -> None:
+        with unavailable_on_failure("deleting an upload"), bound_to(self._db):
+            UploadRow.delete().where(UploadRow.upload_id == upload_id).execute(self._db)
+
+    def to_purge(self, settled_before: datetime, limit: int) -> list[Upload]:
+        unfinished = [s.value for s in (UploadStatus.ISSUED, UploadStatus.VERIFYING)]
+        dead = UploadRow.status.in_(
+            [*unfinished, UploadStatus.REJECTED.value, UploadStatus.EXPIRED.value]
+        ) & (UploadRow.expires_at < settled_before)
+        verified = (UploadRow.status == UploadStatus.VERIFIED.value) & (UploadRow.updated_at < settled_before)
+        deleted = UploadRow.status == UploadStatus.DELETED.value
+        with unavailable_on_failure("finding uploads to purge"), bound_to(self._db):
+            query = UploadRow.select().where(UploadRow.purged_at.is_null() & (dead | verified | deleted))
+            return [
+                _upload(row) for row in query.order_by(UploadRow.created_at).limit(limit).execute(self._db)
+            ]
+
+    def overdue_sources(self, now: datetime, limit: int) -> list[str]:
+        overdue = (UploadRow.status == UploadStatus.VERIFIED.value) & (UploadRow.expires_at < now)
+        with unavailable_on_failure("finding overdue selfies"), bound_to(self._db):
+            query = (
+                UploadRow.select(UploadRow.upload_id)
+                .where(overdue)
+                .order_by(UploadRow.expires_at)
+                .limit(limit)
+            )
+            return [row.upload_id for row in query.execute(self._db)]
+
+    def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool:
+        free = UploadRow.sweep_lease_until.is_null() | (UploadRow.sweep_lease_until < now)
+        with unavailable_on_failure("claiming an upload for the sweep"), bound_to(self._db):
+            query = UploadRow.update(sweep_lease_until=lease_until)
+            changed = query.where((UploadRow.upload_id == upload_id) & free).execute(self._db)
+        return bool(changed == 1)
+
+    def mark_purged(self, upload_id: str, now: datetime, status: UploadStatus) -> None:
+        with unavailable_on_failure("recording a purge"), bound_to(self._db):
+            query = UploadRow.update(
+                purged_at=now, status=status.value, updated_at=now, sweep_lease_until=None
+            )
+            query.where(UploadRow.upload_id == upload_id).execute(self._db)
+
     def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
         issued = UploadRow.status == UploadStatus.ISSUED.value
         stalled = (UploadRow.status == UploadStatus.VERIFYING.value) & (UploadRow.updated_at < stale_before)

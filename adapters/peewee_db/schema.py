@@ -133,8 +133,21 @@ def _create_tryons_and_results(db: peewee.Database) -> None:
         execute_sql(db, statement)
 
 
+def _add_sweep_columns(db: peewee.Database) -> None:
+    """US4: the sweeper's marks: when an upload's objects were purged, and per-row sweep leases."""
+    timestamp = "TIMESTAMPTZ" if is_postgres(db) else "DATETIME"
+    for statement in (
+        f"ALTER TABLE uploads ADD COLUMN purged_at {timestamp}",
+        f"ALTER TABLE uploads ADD COLUMN sweep_lease_until {timestamp}",
+        f"ALTER TABLE tryon_results ADD COLUMN sweep_lease_until {timestamp}",
+        "CREATE INDEX tryon_results_created_at ON tryon_results (created_at)",
+    ):
+        execute_sql(db, statement)
+
+
 VERSIONS = (
     (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
     (2, "add_verification_columns", _add_verification_columns),
     (3, "create_tryons_and_results", _create_tryons_and_results),
+    (4, "add_sweep_columns", _add_sweep_columns),
 )

@@ -48,6 +48,10 @@ class PeeweeTryOnRepository(TryOnRepository):
             changed = query.where((TryOnRow.tryon_id == tryon_id) & free & unsettled).execute(self._db)
         return bool(changed == 1)
 
+    def delete_for_user(self, user_id: str) -> int:
+        with unavailable_on_failure("deleting try-ons"), bound_to(self._db):
+            return int(TryOnRow.delete().where(TryOnRow.user_id == user_id).execute(self._db))
+
     def unsettled_for_upload(self, upload_id: str) -> int:
         with unavailable_on_failure("counting try-ons"), bound_to(self._db):
             query = TryOnRow.select().where(
@@ -76,6 +80,38 @@ class PeeweeResultRepository(ResultRepository):
         values = {name: getattr(result, name) for name in _RESULT_FIELDS}
         with unavailable_on_failure("recording a result"), bound_to(self._db):
             ResultRow.insert(**values).on_conflict_ignore().execute(self._db)
+
+    def set_favorite(self, result_id: str, favorite: bool) -> None:
+        with unavailable_on_failure("updating a result"), bound_to(self._db):
+            ResultRow.update(favorite=favorite).where(ResultRow.result_id == result_id).execute(self._db)
+
+    def for_upload(self, upload_id: str) -> list[TryOnResult]:
+        with unavailable_on_failure("reading results"), bound_to(self._db):
+            tryons = TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.upload_id == upload_id)
+            query = ResultRow.select().where(ResultRow.tryon_id.in_(tryons)).order_by(ResultRow.result_id)
+            return [_result(row) for row in query.execute(self._db)]
+
+    def for_user(self, user_id: str) -> list[TryOnResult]:
+        with unavailable_on_failure("reading results"), bound_to(self._db):
+            query = ResultRow.select().where(ResultRow.user_id == user_id).order_by(ResultRow.result_id)
+            return [_result(row) for row in query.execute(self._db)]
+
+    def delete(self, result_id: str) -> None:
+        with unavailable_on_failure("deleting a result"), bound_to(self._db):
+            ResultRow.delete().where(ResultRow.result_id == result_id).execute(self._db)
+
+    def expired(self, created_before: datetime, limit: int) -> list[TryOnResult]:
+        old = (ResultRow.favorite == False) & (ResultRow.created_at < created_before)  # noqa: E712
+        with unavailable_on_failure("finding expired results"), bound_to(self._db):
+            query = ResultRow.select().where(old).order_by(ResultRow.created_at).limit(limit)
+            return [_result(row) for row in query.execute(self._db)]
+
+    def claim_sweep(self, result_id: str, now: datetime, lease_until: datetime) -> bool:
+        free = ResultRow.sweep_lease_until.is_null() | (ResultRow.sweep_lease_until < now)
+        with unavailable_on_failure("claiming a result for the sweep"), bound_to(self._db):
+            query = ResultRow.update(sweep_lease_until=lease_until)
+            changed = query.where((ResultRow.result_id == result_id) & free).execute(self._db)
+        return bool(changed == 1)
 
     def for_tryon(self, tryon_id: str) -> list[TryOnResult]:
         with unavailable_on_failure("reading results"), bound_to(self._db):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
-from adapters.peewee_db import MIGRATIONS
+from adapters.peewee_db import MIGRATIONS, PeeweeAuditLog, open_database
+from domain.model import AuditEvent
 from entrypoints.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -51,12 +54,16 @@ def test_release_migrates_once_and_is_idempotent(env):
     assert second.stdout.strip() == "migrations applied: 0 (up to date)"
 
 
-def test_provision_is_idempotent_on_existing_buckets(env):
-    done = tryon(env, "provision")
+def test_provision_hardens_existing_buckets_once_and_then_changes_nothing(env):
+    first, second = tryon(env, "provision"), tryon(env, "provision")
 
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("existing, encrypted, public access blocked") == 2
-    assert env["UPLOADS_BUCKET"] not in done.stdout
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "uploads bucket: applied policy, lifecycle",
+        "processed bucket: applied policy, lifecycle",
+    ]
+    assert second.stdout.splitlines() == ["uploads bucket: unchanged", "processed bucket: unchanged"]
+    assert env["UPLOADS_BUCKET"] not in first.stdout + second.stdout
 
 
 @pytest.mark.parametrize(
@@ -136,3 +143,36 @@ def test_web_refuses_to_boot_with_unsafe_settings(env):
 
     assert web.returncode != 0
     assert "UPLOAD_URL_TTL_SECONDS=3600 is refused" in web.stderr
+
+
+def test_sweep_prints_its_counts_and_audit_export_prints_json_lines_per_user(env, dev_issuer):
+    assert tryon(env, "migrate").returncode == 0
+    sweep = tryon(env, "sweep")
+    assert sweep.returncode == 0, sweep.stderr
+    assert sweep.stdout.startswith("sweep: purged 0 upload(s)' objects")
+
+    database = open_database(env["DATABASE_URL"])
+    log = PeeweeAuditLog(database)
+    moment = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
+    log.append(AuditEvent("upload.issued", "alice", "u1", "success", moment, details={"content_length": 5}))
+    log.append(AuditEvent("upload.issued", "bob", "u2", "success", moment + timedelta(hours=1)))
+    database.close()
+
+    everyone = tryon(env, "audit", "export")
+    alice = tryon(env, "audit", "export", "--user", "alice")
+    later = tryon(env, "audit", "export", "--since", "2026-11-28T22:30:00Z")
+    refused = tryon(env, "audit", "export", "--since", "yesterday")
+
+    assert [json.loads(line)["actor_id"] for line in everyone.stdout.splitlines()] == ["alice", "bob"]
+    assert json.loads(alice.stdout) == {
+        "actor_id": "alice",
+        "details": {"content_length": 5},
+        "event": "upload.issued",
+        "occurred_at": "2026-11-28T22:00:00Z",
+        "outcome": "success",
+        "reason": None,
+        "subject_id": "u1",
+    }
+    assert [json.loads(line)["actor_id"] for line in later.stdout.splitlines()] == ["bob"]
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert "--since must be an ISO 8601 time" in refused.stderr

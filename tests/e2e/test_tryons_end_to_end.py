@@ -242,7 +242,8 @@ def redis_dump(url: str) -> str:
     connection = redis.Redis.from_url(url)
     chunks: list[str] = []
     for key in connection.scan_iter():
-        kind = connection.type(key).decode()
+        raw_kind = connection.type(key)
+        kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
         if kind == "string":
             value: Any = connection.get(key)
         elif kind == "hash":
@@ -304,3 +305,47 @@ def test_no_signed_url_token_key_or_bucket_name_is_left_in_logs_rows_or_redis(
         if needle in text
     ]
     assert leaks == []
+
+
+def every_key(settings: Settings) -> list[str]:
+    s3 = make_s3_client(region="us-east-1", endpoint_url=settings.s3_endpoint_url)
+    keys = []
+    for bucket in (settings.uploads_bucket, settings.processed_bucket):
+        keys += [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return sorted(keys)
+
+
+def test_favourites_are_tagged_and_erasure_leaves_nothing_of_the_user_but_audit_events(
+    client, auth, workers, tryon_settings
+):
+    workers.start()
+    tryon_id = order(client, auth, verified_upload(client, auth))
+    [result] = settled(client, auth, tryon_id)["results"]
+    row = ResultRow.get_by_id(result["result_id"])
+    s3 = make_s3_client(region="us-east-1", endpoint_url=tryon_settings.s3_endpoint_url)
+
+    def tags() -> dict[str, str]:
+        got = s3.get_object_tagging(Bucket=tryon_settings.processed_bucket, Key=row.object_key)["TagSet"]
+        return {tag["Key"]: tag["Value"] for tag in got}
+
+    assert tags() == {"retention": "expiring"}
+    assert client.put(f"/v1/results/{result['result_id']}/favorite", headers=auth).status_code == 204
+    assert tags() == {"retention": "favorite"}
+    user_id = row.user_id
+    assert any(user_id in key for key in every_key(tryon_settings))
+
+    erased = client.delete("/v1/me/data", headers=auth)
+
+    assert erased.status_code == 202
+    assert [key for key in every_key(tryon_settings) if user_id in key] == []
+    rows = database_dump(tryon_settings)
+    audit_rows = [e for e in AuditRow.select() if e.actor_id == user_id]
+    assert audit_rows and audit_rows[-1].event == "user.erased"
+    non_audit = "\n".join(
+        repr(r)
+        for table in ("uploads", "tryons", "tryon_results")
+        for r in execute_sql(open_database(tryon_settings.database_url), f"SELECT * FROM {table}").fetchall()
+    )
+    assert user_id not in non_audit
+    assert rows
+    assert client.get(f"/v1/tryons/{tryon_id}", headers=auth).status_code == 404

@@ -147,3 +147,44 @@ def test_the_openapi_document_lists_the_tryon_paths(world):
 
     assert {"/v1/tryons", "/v1/tryons/{tryon_id}", "/v1/results/{result_id}/image"} <= set(spec["paths"])
     assert "202" in spec["paths"]["/v1/tryons"]["post"]["responses"]
+
+
+def finished_tryon(world) -> tuple[str, str]:
+    upload_id = verified_upload(world)
+    tryon_id = order(world, upload_id).get_json()["tryon_id"]
+    run_queued(world)
+    [result] = world.client.get(f"/v1/tryons/{tryon_id}", headers=AUTH).get_json()["results"]
+    return upload_id, result["result_id"]
+
+
+def test_favouriting_is_204_reflected_in_the_tryon_and_only_for_the_owner(world):
+    _, result_id = finished_tryon(world)
+
+    assert world.client.put(f"/v1/results/{result_id}/favorite", headers=AUTH).status_code == 204
+    assert world.store.results[result_id].favorite is True
+    assert_problem(
+        world.client.put(f"/v1/results/{result_id}/favorite", headers=OTHER), 404, "result_not_found"
+    )
+    assert world.client.delete(f"/v1/results/{result_id}/favorite", headers=AUTH).status_code == 204
+    assert world.store.results[result_id].favorite is False
+
+
+def test_deleting_an_upload_is_204_and_its_results_go(world):
+    upload_id, result_id = finished_tryon(world)
+
+    assert_problem(world.client.delete(f"/v1/uploads/{upload_id}", headers=OTHER), 404, "upload_not_found")
+    assert world.client.delete(f"/v1/uploads/{upload_id}", headers=AUTH).status_code == 204
+
+    assert world.storage.objects == {}
+    assert_problem(world.client.get(f"/v1/results/{result_id}/image", headers=AUTH), 404, "result_not_found")
+
+
+def test_erasing_my_data_is_202_and_leaves_only_audit_events(world):
+    finished_tryon(world)
+
+    response = world.client.delete("/v1/me/data", headers=AUTH)
+
+    assert response.status_code == 202
+    assert response.get_json() == {"status": "erased", "uploads": 1, "results": 1, "tryons": 1}
+    assert world.store.uploads == {} and world.store.results == {} and world.store.tryons == {}
+    assert world.store.audit[-1].event == "user.erased"

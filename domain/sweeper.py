@@ -1,0 +1,127 @@
+"""The cleanup sweep: what retention says must be gone, gone — batched, idempotent, safe to run twice.
+
+Each item is claimed with a lease before anything is deleted; objects go first, rows after, so a
+sweep that dies in between is simply finished by the next one (deleting a missing object is fine).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from domain.model import AuditEvent, Upload, UploadStatus
+from domain.ports import Clock, ResultStorage, UnitOfWork, UploadStorage
+from domain.retention import SourceExpiry
+
+log = logging.getLogger(__name__)
+
+NEVER_COMPLETED = (UploadStatus.ISSUED, UploadStatus.VERIFYING)
+
+
+@dataclass(frozen=True)
+class SweepPolicy:
+    processed_retention_days: int = 30
+    settle_margin_seconds: int = 900
+    """How long after an upload last changed (or its URL died) the sweep may purge its objects."""
+    batch_size: int = 200
+    lease_seconds: int = 300
+
+
+@dataclass
+class SweepCounts:
+    objects_purged: int = 0
+    intents_expired: int = 0
+    sources_deleted: int = 0
+    results_deleted: int = 0
+    skipped: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"purged {self.objects_purged} upload(s)' objects, expired {self.intents_expired} unfinished"
+            f" upload(s), deleted {self.sources_deleted} source selfie(s) and {self.results_deleted}"
+            f" result(s); {self.skipped} held by another sweep"
+        )
+
+
+class Sweeper:
+    def __init__(
+        self,
+        *,
+        policy: SweepPolicy,
+        uploads: UploadStorage,
+        results: ResultStorage,
+        expiry: SourceExpiry,
+        unit_of_work: Callable[[], UnitOfWork],
+        clock: Clock,
+    ) -> None:
+        self._policy = policy
+        self._uploads = uploads
+        self._results = results
+        self._expiry = expiry
+        self._unit_of_work = unit_of_work
+        self._clock = clock
+
+    def sweep(self) -> SweepCounts:
+        counts = SweepCounts()
+        now = self._clock.now()
+        lease_until = now + timedelta(seconds=self._policy.lease_seconds)
+        limit = self._policy.batch_size
+        with self._unit_of_work() as uow:
+            to_purge = uow.uploads.to_purge(
+                now - timedelta(seconds=self._policy.settle_margin_seconds), limit
+            )
+            overdue = uow.uploads.overdue_sources(now, limit)
+            expired = uow.results.expired(now - timedelta(days=self._policy.processed_retention_days), limit)
+        for upload in to_purge:
+            if self._claim_upload(upload.upload_id, now, lease_until, counts):
+                self._purge(upload, now, counts)
+        for upload_id in overdue:
+            if self._claim_upload(upload_id, now, lease_until, counts) and self._expiry.expire(upload_id):
+                counts.sources_deleted += 1
+        for result in expired:
+            with self._unit_of_work() as uow:
+                claimed = uow.results.claim_sweep(result.result_id, now, lease_until)
+                uow.commit()
+            if not claimed:
+                counts.skipped += 1
+                continue
+            self._results.delete(result.object_key)
+            with self._unit_of_work() as uow:
+                uow.results.delete(result.result_id)
+                event = AuditEvent(
+                    "result.deleted", result.user_id, result.result_id, "success", now, "retention"
+                )
+                uow.audit.append(event)
+                uow.commit()
+            counts.results_deleted += 1
+        log.info("sweep finished", extra={"summary": counts.summary()})
+        return counts
+
+    def _claim_upload(
+        self, upload_id: str, now: datetime, lease_until: datetime, counts: SweepCounts
+    ) -> bool:
+        with self._unit_of_work() as uow:
+            claimed = uow.uploads.claim_sweep(upload_id, now, lease_until)
+            uow.commit()
+        if not claimed:
+            counts.skipped += 1
+        return claimed
+
+    def _purge(self, upload: Upload, now: datetime, counts: SweepCounts) -> None:
+        self._uploads.delete(upload.object_key)
+        if upload.stored is not None and upload.status is not UploadStatus.VERIFIED:
+            self._uploads.delete(upload.stored.object_key)
+        never_completed = upload.status in NEVER_COMPLETED
+        status = UploadStatus.EXPIRED if never_completed else upload.status
+        with self._unit_of_work() as uow:
+            uow.uploads.mark_purged(upload.upload_id, now, status)
+            if never_completed:
+                event = AuditEvent(
+                    "upload.expired", upload.user_id, upload.upload_id, "success", now, "never_completed"
+                )
+                uow.audit.append(event)
+            uow.commit()
+        counts.objects_purged += 1
+        counts.intents_expired += int(never_completed)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from domain.model import Upload, UploadStatus
+from domain.sweeper import Sweeper, SweepPolicy
+from tests.fakes import FakeObject, FakeUnitOfWork
+from tests.unit.test_user_data import DataWorld
+
+
+class SweepWorld(DataWorld):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sweeper = self.new_sweeper()
+
+    def new_sweeper(self) -> Sweeper:
+        return Sweeper(
+            policy=SweepPolicy(processed_retention_days=30, settle_margin_seconds=900),
+            uploads=self.uploads,
+            results=self.results,
+            expiry=self.expiry,
+            unit_of_work=lambda: FakeUnitOfWork(self.store),
+            clock=self.clock,
+        )
+
+    def intent(self, upload_id: str, status: UploadStatus, put: bool = True) -> Upload:
+        upload = self.verified_upload("alice", upload_id, status=status, stored=None)
+        upload = replace(upload, expires_at=self.clock.now() + timedelta(seconds=300))
+        self.store.uploads[upload_id] = upload
+        if put:
+            self.uploads.objects[upload.object_key] = FakeObject(b"raw", "image/jpeg")
+        return upload
+
+
+@pytest.fixture
+def world() -> SweepWorld:
+    return SweepWorld()
+
+
+def test_unfinished_and_rejected_uploads_lose_their_objects_once_the_url_is_long_dead(world):
+    world.intent("never", UploadStatus.ISSUED)
+    world.intent("rejected", UploadStatus.REJECTED)
+    world.clock.advance(300 + 60)
+    assert world.sweeper.sweep().objects_purged == 0
+
+    world.clock.advance(900)
+    counts = world.sweeper.sweep()
+
+    assert (counts.objects_purged, counts.intents_expired) == (2, 1)
+    assert world.uploads.objects == {}
+    assert world.store.uploads["never"].status is UploadStatus.EXPIRED
+    assert world.store.uploads["rejected"].status is UploadStatus.REJECTED
+    assert world.sweeper.sweep().objects_purged == 0
+
+
+def test_a_verified_selfie_past_its_deadline_goes_unless_a_result_is_a_favourite(world):
+    kept = world.tried_on("alice", "up1")
+    world.data.favorite("alice", kept.result_id, True)
+    world.tried_on("bob", "up2")
+    world.clock.advance(3601)
+
+    counts = world.sweeper.sweep()
+
+    assert counts.sources_deleted == 1
+    assert world.store.uploads["up2"].status is UploadStatus.DELETED
+    assert world.store.uploads["up1"].status is UploadStatus.VERIFIED
+    assert set(world.uploads.objects) == {"uploads/alice/up1.jpg"}
+
+
+def test_results_past_retention_go_and_favourites_stay(world):
+    kept = world.tried_on("alice", "up1")
+    world.data.favorite("alice", kept.result_id, True)
+    dropped = world.tried_on("bob", "up2")
+    world.clock.advance(30 * 86400 + 1)
+
+    counts = world.sweeper.sweep()
+
+    assert counts.results_deleted == 1
+    assert set(world.store.results) == {kept.result_id}
+    assert dropped.object_key not in world.results.objects
+    assert [e.reason for e in world.store.audit if e.event == "result.deleted"] == ["retention"]
+
+
+def test_two_sweeps_at_once_delete_each_item_once(world):
+    world.intent("never", UploadStatus.ISSUED)
+    world.clock.advance(300 + 901)
+    first, second = world.sweeper, world.new_sweeper()
+    world.store.sweep_leases["upload:never"] = world.clock.now() + timedelta(seconds=60)
+
+    assert second.sweep().skipped == 1
+    assert "uploads/alice/never" in world.uploads.objects
+    world.clock.advance(61)
+    assert first.sweep().objects_purged == 1
+    assert [e.event for e in world.store.audit].count("upload.expired") == 1
+
+
+def test_a_sweep_that_died_after_deleting_is_finished_by_the_next(world):
+    world.intent("never", UploadStatus.ISSUED)
+    world.clock.advance(300 + 901)
+    world.store.sweep_leases["upload:never"] = world.clock.now() + timedelta(seconds=300)
+    del world.uploads.objects["uploads/alice/never"]
+
+    world.clock.advance(301)
+    counts = world.sweeper.sweep()
+
+    assert counts.objects_purged == 1
+    assert world.store.uploads["never"].status is UploadStatus.EXPIRED

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from domain.errors import NotFound
+from domain.model import UploadStatus
+from domain.retention import SourceExpiry
+from domain.tryons import TryOnResult
+from domain.user_data import UserData
+from tests.fakes import FakeObject, FakeUnitOfWork, FakeUploadStorage
+from tests.unit.test_tryons import ORDER, World
+
+
+class DataWorld(World):
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploads = FakeUploadStorage()
+        uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
+        self.data = UserData(
+            uploads=self.uploads,
+            results=self.results,
+            queue=self.queue,
+            unit_of_work=uow,
+            clock=self.clock,
+            source_retention_seconds=3600,
+        )
+        self.expiry = SourceExpiry(storage=self.uploads, unit_of_work=uow, clock=self.clock)
+
+    def tried_on(self, user_id: str = "alice", upload_id: str = "up1") -> TryOnResult:
+        upload = self.verified_upload(user_id, upload_id)
+        self.uploads.objects[upload.stored.object_key] = FakeObject(b"clean", "image/jpeg")  # type: ignore[union-attr]
+        tryon = self.desk.order(user_id, ORDER if upload_id == "up1" else ORDER.__class__(upload_id, "a bob"))
+        self.run_until_settled(tryon.tryon_id)
+        [result] = [r for r in self.store.results.values() if r.tryon_id == tryon.tryon_id]
+        return result
+
+
+@pytest.fixture
+def world() -> DataWorld:
+    return DataWorld()
+
+
+def test_a_favourite_is_tagged_recorded_and_keeps_its_selfie_past_the_deadline(world):
+    result = world.tried_on()
+    world.data.favorite("alice", result.result_id, True)
+    world.clock.advance(3601)
+
+    assert world.expiry.expire("up1") is False
+    assert world.store.results[result.result_id].favorite is True
+    assert world.results.favorites == {result.object_key: True}
+    assert "uploads/alice/up1.jpg" in world.uploads.objects
+    assert world.store.audit[-1].event == "result.favorited"
+
+
+def test_when_the_last_favourite_goes_the_selfie_gets_its_retention_again_then_goes(world):
+    result = world.tried_on()
+    world.data.favorite("alice", result.result_id, True)
+    world.clock.advance(7200)
+
+    world.data.favorite("alice", result.result_id, False)
+
+    upload = world.store.uploads["up1"]
+    assert upload.expires_at == world.clock.now() + timedelta(seconds=3600)
+    assert world.queue.expiries[-1] == ("up1", upload.expires_at)
+    assert world.expiry.expire("up1") is False
+    world.clock.advance(3601)
+    assert world.expiry.expire("up1") is True
+    assert world.uploads.objects == {}
+    assert world.store.uploads["up1"].status is UploadStatus.DELETED
+
+
+def test_only_the_owner_can_favourite(world):
+    result = world.tried_on()
+
+    with pytest.raises(NotFound):
+        world.data.favorite("mallory", result.result_id, True)
+    assert world.store.results[result.result_id].favorite is False
+
+
+def test_deleting_an_upload_removes_the_selfie_and_its_other_results_but_keeps_favourites(world):
+    kept = world.tried_on()
+    world.data.favorite("alice", kept.result_id, True)
+    tryon = world.desk.order("alice", ORDER)
+    world.run_until_settled(tryon.tryon_id)
+    [dropped] = [r for r in world.store.results.values() if r.tryon_id == tryon.tryon_id]
+
+    world.data.delete_upload("alice", "up1")
+
+    assert world.uploads.objects == {}
+    assert set(world.store.results) == {kept.result_id}
+    assert set(world.results.objects) == {kept.object_key}
+    assert dropped.object_key not in world.results.objects
+    assert world.store.uploads["up1"].status is UploadStatus.DELETED
+    assert [e.reason for e in world.store.audit[-2:]] == ["user_request", "user_request"]
+
+
+def test_erasure_leaves_nothing_of_the_user_but_audit_events_and_nothing_of_anyone_else_is_touched(world):
+    world.tried_on("alice", "up1")
+    bobs = world.tried_on("bob", "up2")
+
+    erased = world.data.erase("alice")
+
+    assert (erased.uploads, erased.results, erased.tryons) == (1, 1, 1)
+    assert [u.user_id for u in world.store.uploads.values()] == ["bob"]
+    assert [r.user_id for r in world.store.results.values()] == ["bob"]
+    assert [t.user_id for t in world.store.tryons.values()] == ["bob"]
+    assert set(world.results.objects) == {bobs.object_key}
+    assert set(world.uploads.objects) == {"uploads/bob/up2.jpg"}
+    assert world.store.audit[-1].event == "user.erased"
+    assert any(e.actor_id == "alice" for e in world.store.audit)
