@@ -38,6 +38,7 @@ demo: install tools
 bench: install tools
 	$(BIN)/python -m bench.issuance
 	$(BIN)/python -m bench.verification
+	$(BIN)/python -m bench.tryons
 
 clean:
 	rm -rf $(VENV) .tools var .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,8 +1,8 @@
 """Starts what the benchmarks measure, on loopback: the real service and (for issuance) the floor.
 
-Shared by ``bench.issuance`` and ``bench.verification``: ministack, Redis, a dev JWT issuer, a fresh
-database, ``tryon migrate`` / ``provision``, then the real service under gunicorn with every worker's face
-model warm. The floor runs with the same gunicorn command line (the one
+Shared by ``bench.issuance``, ``bench.verification`` and ``bench.tryons``: ministack, Redis, a dev JWT
+issuer, a fresh database, ``tryon migrate`` / ``provision``, then the real service under gunicorn with
+every worker's face model warm. The floor runs with the same gunicorn command line (the one
 ``entrypoints.local_stack.start_gunicorn`` uses), only the app module differs. Everything started is
 registered on the caller's ``ExitStack``.
 """
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
@@ -50,6 +50,8 @@ class Stack:
     service_log: Path
     """The service's gunicorn log (appended to across runs): its JSON access lines carry ``duration_ms``."""
     floor: LocalProcess | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """The service's environment (database, Redis, S3, buckets, issuer): what a worker process needs too."""
 
 
 def progress(message: str) -> None:
@@ -80,9 +82,11 @@ def _release(command: str, env: dict[str, str]) -> str:
     return " / ".join(done.stdout.strip().splitlines())
 
 
-def _redis(stack: ExitStack) -> str:
+def _redis(stack: ExitStack, private: bool) -> str:
+    """``private``: always start a redis-server of our own (queues must not be shared with, or flushed
+    by, anything else running on the machine, such as a test suite)."""
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    if redis_answers(url):
+    if not private and redis_answers(url):
         progress(f"using the Redis already running at {url}")
         return url
     started = stack.enter_context(start_redis())
@@ -123,15 +127,21 @@ def fresh_database() -> str:
 
 
 def start_stack(
-    stack: ExitStack, *, workers: int, database_url: str | None = None, with_floor: bool = True
+    stack: ExitStack,
+    *,
+    workers: int,
+    database_url: str | None = None,
+    with_floor: bool = True,
+    private_redis: bool = False,
 ) -> Stack:
-    """``database_url`` None: see ``fresh_database``. ``with_floor``: also start ``bench.floor_app``."""
+    """``database_url`` None: see ``fresh_database``. ``with_floor``: also start ``bench.floor_app``.
+    ``private_redis``: start a redis-server of our own even if one answers at ``REDIS_URL``."""
     WORKDIR.mkdir(parents=True, exist_ok=True)
     database_url = database_url or fresh_database()
     os.environ.update(EMULATOR_CREDENTIALS)
     s3 = stack.enter_context(start_ministack(log_path=WORKDIR / "ministack.log"))
     progress(f"ministack S3 emulator at {s3.url}")
-    redis_url = _redis(stack)
+    redis_url = _redis(stack, private_redis)
     issuer = stack.enter_context(DevJwtIssuer())
     progress(f"dev JWT issuer at {issuer.jwks_url}")
     env = {
@@ -155,9 +165,11 @@ def start_stack(
         raise LocalServiceError(f"service /readyz answered {ready.status_code}: {ready.text[:300]}")
     progress(f"service: gunicorn wsgi:app, {workers} workers, at {service.url} (ready)")
     if not with_floor:
-        return Stack(service=service, issuer=issuer, redis_url=redis_url, service_log=service_log)
+        return Stack(service=service, issuer=issuer, redis_url=redis_url, service_log=service_log, env=env)
     floor = stack.enter_context(
         start_gunicorn(env, app="bench.floor_app:app", workers=workers, log_path=WORKDIR / "floor.log")
     )
     progress(f"floor: gunicorn bench.floor_app:app, {workers} workers, at {floor.url}")
-    return Stack(service=service, issuer=issuer, redis_url=redis_url, service_log=service_log, floor=floor)
+    return Stack(
+        service=service, issuer=issuer, redis_url=redis_url, service_log=service_log, floor=floor, env=env
+    )

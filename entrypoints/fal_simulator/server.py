@@ -112,6 +112,11 @@ class FalSimulator:
         with self._engine.lock:
             return Counts(**self._engine.counters)
 
+    def jobs_in_flight(self) -> int:
+        """Accepted jobs not yet COMPLETED (IN_QUEUE or IN_PROGRESS): what fal is holding right now."""
+        with self._engine.lock:
+            return len(self._engine.threads)
+
     def requests_seen(self) -> list[SeenRequest]:
         with self._engine.lock:
             return list(self._seen)
