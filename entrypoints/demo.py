@@ -321,11 +321,32 @@ def _tryon(
         path.write_bytes(response.content)
         return f"{len(response.content)} bytes ({response.headers['Content-Type']}) saved to {path}"
 
+    def favourite() -> str:
+        [result] = state["results"]
+        url = f"{api}/v1/results/{result['result_id']}/favorite"
+        response = requests.put(url, headers=auth, timeout=HTTP_TIMEOUT)
+        expect(response.status_code == 204, f"expected 204, got {response.status_code}")
+        return "204: the result, and the selfie it was made from, are kept past their retention"
+
+    def sweep() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "entrypoints.cli", "sweep"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        expect(done.returncode == 0, f"tryon sweep exited {done.returncode}: {done.stderr[-300:]}")
+        return done.stdout.strip()
+
     walk.step("Start the fal.ai simulator", fal)
     walk.step("Start the worker process", worker)
     walk.step("POST /v1/tryons", order)
     walk.step("Poll GET /v1/tryons/{id} until it settles", follow)
     walk.step("GET /v1/results/{id}/image and save it", save)
+    walk.step("PUT /v1/results/{id}/favorite", favourite)
+    walk.step("tryon sweep (one retention pass)", sweep)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

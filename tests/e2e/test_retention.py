@@ -1,0 +1,102 @@
+"""Retention through the HTTP API against ministack, with a fake clock: what must go goes, nothing else."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from adapters.peewee_db import UploadRow
+from adapters.s3_storage import make_s3_client
+from entrypoints.bootstrap import bootstrap
+from entrypoints.http.app import create_app
+from entrypoints.settings import Settings
+from tests import hostile
+from tests.e2e.test_upload_security_contract import put
+from tests.fakes import FakeFaceDetector, FixedClock
+
+pytestmark = pytest.mark.e2e
+
+
+class Clock(FixedClock):
+    """The fake clock, started at the real now (S3 still checks real time on pre-signed URLs)."""
+
+    def __init__(self) -> None:
+        super().__init__(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def world(settings: Settings, dev_issuer) -> Any:
+    clock = Clock()
+    services = bootstrap(
+        replace(settings, unused_upload_ttl_seconds=3600), clock=clock, detector=FakeFaceDetector()
+    )
+    client = create_app(services, configure_logs=False).test_client()
+    s3 = make_s3_client(region="us-east-1", endpoint_url=settings.s3_endpoint_url)
+
+    class World:
+        pass
+
+    w = World()
+    w.clock, w.services, w.client, w.settings = clock, services, client, settings
+    w.auth = {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
+    w.keys = lambda: sorted(
+        o["Key"] for o in s3.list_objects_v2(Bucket=settings.uploads_bucket).get("Contents", [])
+    )
+    return w
+
+
+def issue(world: Any, *, put_it: bool = True, complete: bool = False) -> dict[str, Any]:
+    data = (hostile.IMAGES / "one_face.jpg").read_bytes()
+    body = {"content_type": "image/jpeg", "content_length": len(data)}
+    ticket: dict[str, Any] = world.client.post("/v1/uploads", json=body, headers=world.auth).get_json()
+    if put_it:
+        assert put(ticket, data).status_code == 200
+    if complete:
+        response = world.client.post(
+            f"/v1/uploads/{ticket['upload_id']}/complete",
+            json={"object_key": ticket["object_key"]},
+            headers=world.auth,
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+    return ticket
+
+
+def test_the_sweep_removes_what_retention_says_and_only_that(world):
+    never_completed = issue(world)
+    verified = issue(world, complete=True)
+    user_id = verified["object_key"].split("/")[1]
+    assert world.keys() == sorted(
+        [never_completed["object_key"], f"sources/{user_id}/{verified['upload_id']}.jpg"]
+    )
+
+    assert world.services.sweeper.sweep().objects_purged == 0
+    world.clock.advance(300 + 901)
+    first = world.services.sweeper.sweep()
+    assert (first.objects_purged, first.intents_expired, first.sources_deleted) == (2, 1, 0)
+    assert world.keys() == [f"sources/{user_id}/{verified['upload_id']}.jpg"]
+
+    world.clock.advance(3600)
+    second = world.services.sweeper.sweep()
+    assert second.sources_deleted == 1
+    assert world.keys() == []
+    statuses = {row.upload_id: row.status for row in UploadRow.select()}
+    assert statuses == {never_completed["upload_id"]: "expired", verified["upload_id"]: "deleted"}
+    again = world.services.sweeper.sweep()
+    assert (again.objects_purged, again.sources_deleted, again.results_deleted, again.skipped) == (0, 0, 0, 0)
+
+
+def test_deleting_an_upload_over_http_removes_its_objects_now(world):
+    verified = issue(world, complete=True)
+
+    response = world.client.delete(f"/v1/uploads/{verified['upload_id']}", headers=world.auth)
+
+    assert response.status_code == 204
+    assert world.keys() == []
+    assert UploadRow.get_by_id(verified["upload_id"]).status == "deleted"
+    assert world.client.delete(f"/v1/uploads/{verified['upload_id']}", headers=world.auth).status_code == 204
+    other = {"Authorization": "Bearer nope"}
+    assert world.client.delete(f"/v1/uploads/{verified['upload_id']}", headers=other).status_code == 401
