@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,16 +38,17 @@ def world(settings: Settings, dev_issuer) -> Any:
     client = create_app(services, configure_logs=False).test_client()
     s3 = make_s3_client(region="us-east-1", endpoint_url=settings.s3_endpoint_url)
 
-    class World:
-        pass
+    def keys() -> list[str]:
+        listing = s3.list_objects_v2(Bucket=settings.uploads_bucket).get("Contents", [])
+        return sorted(item["Key"] for item in listing)
 
-    w = World()
-    w.clock, w.services, w.client, w.settings = clock, services, client, settings
-    w.auth = {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
-    w.keys = lambda: sorted(
-        o["Key"] for o in s3.list_objects_v2(Bucket=settings.uploads_bucket).get("Contents", [])
+    return SimpleNamespace(
+        clock=clock,
+        services=services,
+        client=client,
+        auth={"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"},
+        keys=keys,
     )
-    return w
 
 
 def issue(world: Any, *, put_it: bool = True, complete: bool = False) -> dict[str, Any]:
