@@ -1,8 +1,10 @@
-"""Retention through the HTTP API against ministack, with a fake clock: what must go goes, nothing else."""
+"""Retention through the HTTP API against ministack, on SQLite and Postgres, with a fake clock: what must
+go goes, and nothing else."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from adapters.peewee_db import UploadRow
+from adapters.peewee_db import UploadRow, migrate, open_database
 from adapters.s3_storage import make_s3_client
 from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
@@ -18,6 +20,7 @@ from entrypoints.settings import Settings
 from tests import hostile
 from tests.e2e.test_upload_security_contract import put
 from tests.fakes import FakeFaceDetector, FixedClock
+from tests.integration.test_peewee_repositories import POSTGRES_URL, _postgres_admin, _with_search_path
 
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +32,33 @@ class Clock(FixedClock):
         super().__init__(datetime.now(UTC).replace(microsecond=0))
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, settings: Settings) -> Iterator[str]:
+    """The e2e database (SQLite), or a freshly migrated schema on the running Postgres."""
+    if request.param == "sqlite":
+        yield settings.database_url
+        return
+    schema = f"tryon_e2e_{secrets.token_hex(6)}"
+    admin = _postgres_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{schema}"')
+    url = _with_search_path(POSTGRES_URL, schema)
+    database = open_database(url)
+    migrate(database)
+    database.close()
+    try:
+        yield url
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
 @pytest.fixture
-def world(settings: Settings, dev_issuer) -> Any:
+def world(settings: Settings, database_url: str, dev_issuer) -> Any:
     clock = Clock()
-    services = bootstrap(
-        replace(settings, unused_upload_ttl_seconds=3600), clock=clock, detector=FakeFaceDetector()
-    )
+    configured = replace(settings, unused_upload_ttl_seconds=3600, database_url=database_url)
+    services = bootstrap(configured, clock=clock, detector=FakeFaceDetector())
     client = create_app(services, configure_logs=False).test_client()
     s3 = make_s3_client(region="us-east-1", endpoint_url=settings.s3_endpoint_url)
 
