@@ -20,6 +20,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from entrypoints.background_server import serve_in_background, shut_down
+
 JWKS_PATH = "/api/auth/jwks"
 
 
@@ -123,21 +125,14 @@ class DevJwtIssuer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="dev-jwt-issuer", daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_background(self._server, "dev-jwt-issuer")
         return self
 
     def stop(self) -> None:
         """Stop serving: connections to the port are refused from now on."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()
+        shut_down(server, thread)
 
     def __enter__(self) -> DevJwtIssuer:
         return self.start()

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from entrypoints.background_server import serve_in_background, shut_down
 from entrypoints.fal_simulator.engine import Counts, Engine
 from entrypoints.fal_simulator.faults import JobFault
 from entrypoints.fal_simulator.jobs import Reply
@@ -155,24 +156,14 @@ class FalSimulator:
         self._engine.stopping.clear()
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._base_url = self._engine.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            args=(0.05,),
-            name=f"fal-simulator {self._base_url}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_background(self._server, f"fal-simulator {self._base_url}")
         return self
 
     def stop(self) -> None:
         """Refuse connections from now on and end the job threads; unfinished jobs stay unfinished."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()
+        shut_down(server, thread)
         self._engine.stop()
 
     def __enter__(self) -> FalSimulator:
