@@ -10,6 +10,7 @@ from typing import Any
 from peewee import Database
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
+from adapters.better_auth_session import BetterAuthSessionAuthenticator
 from adapters.fal_queue import FalQueueGenerator
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import PeeweeUnitOfWork, bind, open_database, ping
@@ -19,6 +20,7 @@ from adapters.rq_queue import RqTryOnQueue
 from adapters.s3_provisioning import EXPIRING, EXPIRING_TAGGING, FAVORITE, RETENTION_TAG
 from adapters.s3_storage import S3BucketProbe, S3PrivateObjects, S3UploadUrlSigner, make_s3_client
 from adapters.system import RandomIds, SystemClock
+from domain.auth import JwtOrSession
 from domain.faces import FacePolicy
 from domain.generation import ImageGenerator
 from domain.ports import (
@@ -156,11 +158,17 @@ def _s3(settings: Settings, ports: Adapters, checks: dict[str, ReadinessCheck]) 
 
 
 def _authenticator(settings: Settings) -> Authenticator:
-    return BetterAuthJwtAuthenticator(
+    jwt = BetterAuthJwtAuthenticator(
         jwks_url=settings.better_auth_jwks_url,
         issuer=settings.better_auth_issuer,
         audience=settings.better_auth_audience,
     )
+    if settings.auth_mode == "jwt":
+        return jwt
+    session = BetterAuthSessionAuthenticator(
+        base_url=settings.better_auth_url, secret=settings.better_auth_secret or ""
+    )
+    return session if settings.auth_mode == "session" else JwtOrSession(jwt=jwt, session=session)
 
 
 def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:

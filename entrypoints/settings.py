@@ -56,6 +56,8 @@ class Settings:
             raise SettingsError("S3_SSE must be AES256 or aws:kms")
         if self.auth_mode not in ("jwt", "session", "both"):
             raise SettingsError("AUTH_MODE must be jwt, session or both")
+        if self.auth_mode != "jwt" and not self.better_auth_secret:
+            raise SettingsError(f"BETTER_AUTH_SECRET is required with AUTH_MODE={self.auth_mode}")
         if self.fal_max_attempts < 1:
             raise SettingsError("FAL_MAX_ATTEMPTS must be at least 1")
         origin = self.better_auth_url.rstrip("/")

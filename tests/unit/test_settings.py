@@ -34,6 +34,7 @@ def test_defaults_follow_the_contract():
         ("S3_SSE", "none", "S3_SSE must be"),
         ("AUTH_MODE", "anything", "AUTH_MODE must be"),
         ("PROCESSED_BUCKET", "hf-uploads", "must be different buckets"),
+        ("AUTH_MODE", "session", "BETTER_AUTH_SECRET is required with AUTH_MODE=session"),
     ],
 )
 def test_unsafe_configuration_is_refused_with_a_clear_message(name, value, message):
