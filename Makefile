@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MINISTACK_VENV := .tools/ministack
 MINISTACK_VERSION := 1.5.33
 
-.PHONY: install tools lint test demo bench clean
+.PHONY: install tools node lint test demo bench clean
 
 install: $(VENV)/.installed
 
@@ -23,13 +23,21 @@ $(MINISTACK_VENV)/.installed: Makefile
 	$(MINISTACK_VENV)/bin/python -m pip install --quiet 'ministack==$(MINISTACK_VERSION)'
 	@touch $@
 
+# The real Better Auth server the integration tests start (tests/better_auth_server.py), from its lock file.
+BETTER_AUTH_DIR := tests/better_auth
+node: $(BETTER_AUTH_DIR)/node_modules/.installed
+
+$(BETTER_AUTH_DIR)/node_modules/.installed: $(BETTER_AUTH_DIR)/package-lock.json $(BETTER_AUTH_DIR)/package.json
+	cd $(BETTER_AUTH_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
 
-test: install tools lint
+test: install tools node lint
 	$(BIN)/pytest
 
 demo: install tools
