@@ -32,6 +32,13 @@ class RqTryOnQueue(TryOnQueue):
         except redis.RedisError as error:
             raise QueueUnavailable("could not schedule the try-on") from error
 
+    def depth(self) -> dict[str, int]:
+        """Jobs waiting now and jobs scheduled for later, for /metrics."""
+        try:
+            return {"queued": len(self._queue), "scheduled": self._queue.scheduled_job_registry.count}
+        except redis.RedisError as error:
+            raise QueueUnavailable("could not read the queue") from error
+
     def expire_upload_at(self, upload_id: str, when: datetime) -> None:
         try:
             self._queue.enqueue_at(when, EXPIRE_UPLOAD, upload_id, **JOB_OPTIONS)

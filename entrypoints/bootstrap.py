@@ -13,7 +13,7 @@ from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
 from adapters.better_auth_session import BetterAuthSessionAuthenticator
 from adapters.fal_queue import FalQueueGenerator
 from adapters.mtcnn_faces import MtcnnFaceDetector
-from adapters.peewee_db import PeeweeUnitOfWork, bind, open_database, ping
+from adapters.peewee_db import Counts, PeeweeUnitOfWork, bind, open_database, ping, read_counts
 from adapters.pillow_images import PillowImageSanitizer
 from adapters.redis_store import RedisProbe, connect_redis
 from adapters.rq_queue import RqTryOnQueue
@@ -73,6 +73,9 @@ class Services:
     readiness_checks: Mapping[str, ReadinessCheck]
     rate_limit_storage_uri: str = field(repr=False)
     end_request: Callable[[], None] = field(default=lambda: None)
+    read_counts: Callable[[], Counts] | None = None
+    """For /metrics: audit and try-on counts from the database (None with a faked database)."""
+    queue_depth: Callable[[], dict[str, int]] | None = None
 
 
 @dataclass
@@ -104,6 +107,8 @@ def bootstrap(
     ports = Adapters(**overrides)  # type: ignore[arg-type]
     checks: dict[str, ReadinessCheck] = {}
     end_request: Callable[[], None] = lambda: None  # noqa: E731
+    counts: Callable[[], Counts] | None = None
+    depth: Callable[[], dict[str, int]] | None = None
 
     if ports.unit_of_work is None:
         database = open_database(settings.database_url)
@@ -111,12 +116,15 @@ def bootstrap(
         ports.unit_of_work = lambda: PeeweeUnitOfWork(database)
         checks["database"] = lambda: ping(database)
         end_request = partial(close_connection, database)
+        counts = partial(read_counts, database)
     if None in (ports.signer, ports.storage, ports.results, ports.source_signer):
         _s3(settings, ports, checks)
     if rate_limit_storage_uri is None or ports.queue is None:
         redis = connect_redis(settings.redis_url)
         rate_limit_storage_uri = rate_limit_storage_uri or settings.redis_url
-        ports.queue = ports.queue or RqTryOnQueue(redis)
+        if ports.queue is None:
+            rq_queue = RqTryOnQueue(redis)
+            ports.queue, depth = rq_queue, rq_queue.depth
         checks["redis"] = RedisProbe(redis).check
     if ports.generator is None and settings.fal_api_key:
         ports.generator = FalQueueGenerator(
@@ -132,6 +140,8 @@ def bootstrap(
         readiness_checks=checks if readiness_checks is None else readiness_checks,
         rate_limit_storage_uri=rate_limit_storage_uri,
         end_request=end_request,
+        read_counts=counts,
+        queue_depth=depth,
         **_domain(settings, ports),
     )
 

@@ -1,6 +1,7 @@
 """Peewee persistence: SQLite in development, PostgreSQL in production, the same code for both."""
 
 from adapters.peewee_db.database import bind, database_proxy, open_database, ping
+from adapters.peewee_db.metrics import Counts, read_counts
 from adapters.peewee_db.migrations import MIGRATIONS, Migration, migrate
 from adapters.peewee_db.models import AuditRow, ResultRow, TryOnRow, UploadRow
 from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository
@@ -10,6 +11,7 @@ from adapters.peewee_db.unit_of_work import PeeweeUnitOfWork
 __all__ = [
     "MIGRATIONS",
     "AuditRow",
+    "Counts",
     "Migration",
     "PeeweeAuditLog",
     "PeeweeResultRepository",
@@ -24,4 +26,5 @@ __all__ = [
     "migrate",
     "open_database",
     "ping",
+    "read_counts",
 ]

@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from domain.errors import DomainError
 from entrypoints.bootstrap import Services, bootstrap
-from entrypoints.http import ops, tryons, uploads, user_data
+from entrypoints.http import metrics, ops, tryons, uploads, user_data
 from entrypoints.http.problems import ProblemSchema, http_exception_response, register_error_handlers
 from entrypoints.http.rate_limits import install_rate_limits
 from entrypoints.http.request_log import install_request_logging
@@ -66,6 +66,7 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
     api.register_blueprint(uploads.blp)
     api.register_blueprint(tryons.blp)
     api.register_blueprint(user_data.blp)
+    app.register_blueprint(metrics.blp)  # plain Flask: operators' endpoint, not part of the API document
     register_error_handlers(app)
     return app
 
