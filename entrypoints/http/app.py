@@ -12,7 +12,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from domain.errors import DomainError
 from entrypoints.bootstrap import Services, bootstrap
 from entrypoints.http import metrics, ops, tryons, uploads, user_data
-from entrypoints.http.problems import ProblemSchema, http_exception_response, register_error_handlers
+from entrypoints.http.problems import (
+    PROBLEM_MEDIA_TYPE,
+    ProblemSchema,
+    http_exception_response,
+    register_error_handlers,
+)
 from entrypoints.http.rate_limits import install_rate_limits
 from entrypoints.http.request_log import install_request_logging
 from entrypoints.http.security import BEARER_SCHEME, authenticate_request
@@ -29,6 +34,15 @@ class ProblemApi(Api):  # type: ignore[misc]
 
     def handle_http_exception(self, error: Any) -> Response:
         return http_exception_response(error)
+
+    def _register_responses(self) -> None:
+        """Document flask-smorest's status and default error responses as problem+json, as they are served."""
+        json_type: str = getattr(self, "DEFAULT_RESPONSE_CONTENT_TYPE", "application/json")
+        self.DEFAULT_RESPONSE_CONTENT_TYPE = PROBLEM_MEDIA_TYPE
+        try:
+            super()._register_responses()
+        finally:
+            self.DEFAULT_RESPONSE_CONTENT_TYPE = json_type
 
 
 def create_app(services: Services | None = None, *, configure_logs: bool = True) -> Flask:

@@ -5,11 +5,29 @@ Schemas check shapes and types; the domain policy checks values, so each refusal
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import marshmallow as ma
 
 from domain.model import ALLOWED_CONTENT_TYPES, HARD_MAX_UPLOAD_BYTES
 
 UTC_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
+UTC_SECONDS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
+
+
+class UtcSeconds(ma.fields.DateTime):
+    """A UTC time to the second, ``2026-11-28T22:05:00Z``, documented as ``format: date-time``.
+
+    ``DateTime(format=UTC_SECONDS)`` made apispec write ``format: null``: no valid OpenAPI.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"pattern": UTC_SECONDS_PATTERN, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _serialize(self, value: dt.datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else value.strftime(UTC_SECONDS)
 
 
 class UploadRequestSchema(ma.Schema):
@@ -43,9 +61,7 @@ class UploadTicketSchema(ma.Schema):
     object_key = ma.fields.String(required=True, metadata={"example": "uploads/<user_id>/<upload_id>"})
     method = ma.fields.String(required=True, metadata={"example": "PUT"})
     url = ma.fields.String(required=True, metadata={"description": "Pre-signed, single-use, short-lived."})
-    expires_at = ma.fields.DateTime(
-        required=True, format=UTC_SECONDS, metadata={"example": "2026-11-28T22:05:00Z"}
-    )
+    expires_at = UtcSeconds(required=True, metadata={"example": "2026-11-28T22:05:00Z"})
     headers = ma.fields.Dict(
         keys=ma.fields.String(),
         values=ma.fields.String(),
@@ -75,8 +91,6 @@ class VerifiedUploadSchema(ma.Schema):
     checksum_sha256 = ma.fields.String(
         required=True, metadata={"description": "base64 SHA-256 of the sanitised image we keep."}
     )
-    expires_at = ma.fields.DateTime(
-        required=True,
-        format=UTC_SECONDS,
-        metadata={"description": "When the selfie is deleted if no try-on uses it."},
+    expires_at = UtcSeconds(
+        required=True, metadata={"description": "When the selfie is deleted if no try-on uses it."}
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 
 from domain.tryons import MAX_IMAGES, MAX_PROMPT_CHARS, OUTPUT_FORMATS
-from entrypoints.http.schemas import UTC_SECONDS
+from entrypoints.http.schemas import UtcSeconds
 
 
 class TryOnOrderSchema(ma.Schema):
@@ -59,7 +59,7 @@ class TryOnSchema(ma.Schema):
     upload_id = ma.fields.String(required=True)
     status = ma.fields.String(required=True, metadata={"enum": ["queued", "running", "succeeded", "failed"]})
     attempts = ma.fields.Integer(required=True)
-    created_at = ma.fields.DateTime(required=True, format=UTC_SECONDS)
-    completed_at = ma.fields.DateTime(allow_none=True, format=UTC_SECONDS)
+    created_at = UtcSeconds(required=True)
+    completed_at = UtcSeconds(allow_none=True)
     error = ma.fields.Nested(TryOnErrorSchema, allow_none=True)
     results = ma.fields.List(ma.fields.Nested(ResultSchema), required=True)

@@ -31,7 +31,8 @@ class TryOns(MethodView):
     @blp.arguments(IdempotencyHeaderSchema, location="headers")
     @blp.arguments(TryOnOrderSchema)
     @blp.response(202, TryOnAcceptedSchema)
-    @documents_problem(blp, 401, "unauthenticated")
+    @documents_problem(blp, 400, "bad_request: the body is not valid JSON")
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "upload_not_found (also for another user's upload)")
     @documents_problem(blp, 409, "upload_not_verified: complete the upload first")
     @documents_problem(blp, 410, "upload_expired: upload the selfie again")
@@ -49,7 +50,9 @@ class TryOns(MethodView):
 @blp.route("/tryons/<string:tryon_id>")
 class TryOnById(MethodView):
     @blp.response(200, TryOnSchema)
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "tryon_not_found (also for another user's try-on)")
+    @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
     def get(self, tryon_id: str) -> dict[str, Any]:
         """The try-on's progress, its error if it failed, and its results once it succeeded."""
         tryon, results = _desk().look_up(current_user_id(), tryon_id)
@@ -77,7 +80,9 @@ class TryOnById(MethodView):
 @blp.route("/results/<string:result_id>/image")
 class ResultImage(MethodView):
     @blp.response(200, content_type="image/*", description="The result's bytes, to its owner only")
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "result_not_found (also for another user's result)")
+    @documents_problem(blp, 503, "database_unavailable | storage_unavailable | auth_unavailable (retryable)")
     def get(self, result_id: str) -> Response:
         """The generated image (Cache-Control: private)."""
         result, data = _desk().result_image(current_user_id(), result_id)

@@ -25,6 +25,7 @@ blp = Blueprint("uploads", __name__, url_prefix="/v1/uploads", description="Priv
 class Uploads(MethodView):
     @blp.arguments(UploadRequestSchema)
     @blp.response(201, UploadTicketSchema)
+    @documents_problem(blp, 400, "bad_request: the body is not valid JSON")
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(
         blp,
@@ -61,6 +62,7 @@ class Uploads(MethodView):
 class CompleteUpload(MethodView):
     @blp.arguments(CompleteUploadSchema)
     @blp.response(200, VerifiedUploadSchema)
+    @documents_problem(blp, 400, "bad_request: the body is not valid JSON")
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 403, "key_not_owned: that key was not issued to you (nothing was touched)")
     @documents_problem(blp, 404, "upload_not_found (also for another user's upload)")
@@ -72,7 +74,7 @@ class CompleteUpload(MethodView):
         "too_large | content_type_mismatch | not_an_image | image_too_large | no_face_detected | "
         "multiple_faces | face_too_small (the object has been deleted)",
     )
-    @documents_problem(blp, 503, "database_unavailable | storage_unavailable (retryable)")
+    @documents_problem(blp, 503, "database_unavailable | storage_unavailable | auth_unavailable (retryable)")
     def post(self, body: dict[str, Any], upload_id: str) -> dict[str, Any]:
         """Verify an uploaded selfie: ownership, size, type, real content, metadata stripped, one face.
 

@@ -25,14 +25,18 @@ def _no_content() -> Response:
 @blp.route("/results/<string:result_id>/favorite")
 class Favorite(MethodView):
     @blp.response(204)
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "result_not_found (also for another user's result)")
+    @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
     def put(self, result_id: str) -> Response:
         """Keep this result (and the selfie it was made from) until you unfavourite or delete it."""
         _user_data().favorite(current_user_id(), result_id, True)
         return _no_content()
 
     @blp.response(204)
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "result_not_found (also for another user's result)")
+    @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
     def delete(self, result_id: str) -> Response:
         """Let this result expire again with the normal retention."""
         _user_data().favorite(current_user_id(), result_id, False)
@@ -42,9 +46,13 @@ class Favorite(MethodView):
 @blp.route("/uploads/<string:upload_id>")
 class UploadById(MethodView):
     @blp.response(204)
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "upload_not_found (also for another user's upload)")
     @documents_problem(
-        blp, 503, "storage_unavailable | database_unavailable (retryable; nothing half-done is lost)"
+        blp,
+        503,
+        "storage_unavailable | database_unavailable | auth_unavailable "
+        "(retryable; nothing half-done is lost)",
     )
     def delete(self, upload_id: str) -> Response:
         """Delete the selfie now, with its results except favourites."""
@@ -55,7 +63,8 @@ class UploadById(MethodView):
 @blp.route("/me/data")
 class MyData(MethodView):
     @blp.response(202)
-    @documents_problem(blp, 503, "storage_unavailable | database_unavailable (retryable)")
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
+    @documents_problem(blp, 503, "storage_unavailable | database_unavailable | auth_unavailable (retryable)")
     def delete(self) -> dict[str, Any]:
         """Erase every object and record of yours; the audit trail keeps ids and events, no image data."""
         erased = _user_data().erase(current_user_id())
