@@ -18,6 +18,8 @@ ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
     "image/heif",
 )
 HARD_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+IMAGE_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+"""File extensions of the image types the service stores (sanitised sources and results)."""
 HARD_MAX_URL_TTL_SECONDS = 300
 
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -88,6 +90,11 @@ class Upload:
     updated_at: datetime | None = None
     stored: StoredImage | None = None
     rejection_reason: str | None = None
+
+    def object_keys(self) -> tuple[str, ...]:
+        """Every object this upload may have in the uploads bucket: what the client PUT, and the
+        sanitised copy once verified."""
+        return (self.object_key,) if self.stored is None else (self.object_key, self.stored.object_key)
 
 
 class SignedUrl(str):

@@ -31,9 +31,8 @@ class SourceExpiry:
             )
         if upload is None or upload.status is not UploadStatus.VERIFIED or upload.expires_at > now or busy:
             return False
-        if upload.stored is not None:
-            self._storage.delete(upload.stored.object_key)
-        self._storage.delete(upload.object_key)
+        for key in upload.object_keys():
+            self._storage.delete(key)
         with self._unit_of_work() as uow:
             uow.uploads.save(replace(upload, status=UploadStatus.DELETED, updated_at=now))
             uow.audit.append(

@@ -16,13 +16,11 @@ from typing import Any
 
 from domain.errors import GenerationFailed
 from domain.generation import GenerationRequest, ImageGenerator, JobState
-from domain.model import AuditEvent, UploadStatus
+from domain.model import IMAGE_EXTENSIONS, AuditEvent, UploadStatus
 from domain.ports import Clock, IdGenerator, ResultStorage, SourceUrlSigner, TryOnQueue, UnitOfWork
 from domain.tryons import TERMINAL, TryOn, TryOnError, TryOnResult, TryOnStatus
 
 log = logging.getLogger(__name__)
-
-EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ class TryOnRunner:
 
     def _store(self, tryon: TryOn, now: datetime, position: int, image: Any) -> TryOnResult:
         downloaded = self._generator.download(image, self._policy.max_result_bytes)
-        ext = EXTENSIONS.get(downloaded.content_type, "bin")
+        ext = IMAGE_EXTENSIONS.get(downloaded.content_type, "bin")
         key = f"processed/{tryon.user_id}/{tryon.tryon_id}/{position}.{ext}"
         self._results.put_new(key, downloaded.data, downloaded.content_type)
         return TryOnResult(

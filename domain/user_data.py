@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from domain.errors import NotFound
-from domain.model import AuditEvent, Upload, UploadStatus
+from domain.model import AuditEvent, UploadStatus
 from domain.ports import Clock, ResultStorage, TryOnQueue, UnitOfWork, UploadStorage
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ class UserData:
             if upload is None or upload.user_id != user_id:
                 raise NotFound("no upload of yours has that id", code="upload_not_found")
             results = [r for r in uow.results.for_upload(upload_id) if not r.favorite]
-        self._delete_objects_of(upload)
+        for key in upload.object_keys():
+            self._uploads.delete(key)
         for result in results:
             self._results.delete(result.object_key)
         with self._unit_of_work() as uow:
@@ -93,7 +94,8 @@ class UserData:
             uploads = uow.uploads.for_user(user_id)
             results = uow.results.for_user(user_id)
         for upload in uploads:
-            self._delete_objects_of(upload)
+            for key in upload.object_keys():
+                self._uploads.delete(key)
         for result in results:
             self._results.delete(result.object_key)
         with self._unit_of_work() as uow:
@@ -107,8 +109,3 @@ class UserData:
             uow.commit()
         log.info("user data erased", extra={"user_id": user_id, **details})
         return Erasure(len(uploads), len(results), tryons)
-
-    def _delete_objects_of(self, upload: Upload) -> None:
-        self._uploads.delete(upload.object_key)
-        if upload.stored is not None:
-            self._uploads.delete(upload.stored.object_key)

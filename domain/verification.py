@@ -16,12 +16,10 @@ from typing import Any, NoReturn
 
 from domain.errors import Conflict, ContentRejected, DependencyUnavailable, Forbidden, Gone, NotFound
 from domain.faces import FacePolicy
-from domain.model import AuditEvent, SanitizedImage, StoredImage, Upload, UploadStatus
+from domain.model import IMAGE_EXTENSIONS, AuditEvent, SanitizedImage, StoredImage, Upload, UploadStatus
 from domain.ports import Clock, FaceDetector, ImageSanitizer, UnitOfWork, UploadStorage
 
 log = logging.getLogger(__name__)
-
-EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class VerificationPolicy:
 def stored_key(upload: Upload, content_type: str) -> str:
     """The sanitised copy lives apart from what clients PUT: the bucket's 1-day lifecycle backstop
     expires ``uploads/`` only, while a source kept for a favourite must outlive it."""
-    return f"sources/{upload.user_id}/{upload.upload_id}.{EXTENSIONS[content_type]}"
+    return f"sources/{upload.user_id}/{upload.upload_id}.{IMAGE_EXTENSIONS[content_type]}"
 
 
 def sha256_base64(data: bytes) -> str:
