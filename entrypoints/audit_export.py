@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from adapters.peewee_db import PeeweeAuditLog, open_database
-from domain.scrubbing import Scrubber
+from entrypoints.bootstrap import scrubber_for
 from entrypoints.settings import Settings
 
 
@@ -32,7 +32,7 @@ def export_audit(
 ) -> int:
     """Print one JSON object per event, oldest first; returns how many were printed."""
     start = parse_since(since)
-    scrub = Scrubber([settings.uploads_bucket, settings.processed_bucket, settings.fal_api_key])
+    scrub = scrubber_for(settings)
     database = open_database(settings.database_url)
     try:
         events = PeeweeAuditLog(database).events(since=start, user_id=user)

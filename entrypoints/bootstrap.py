@@ -49,6 +49,11 @@ from entrypoints.settings import Settings
 ReadinessCheck = Callable[[], None]
 
 
+def scrubber_for(settings: Settings) -> Scrubber:
+    """The one scrubber: generic secrets plus this deployment's bucket names and fal key."""
+    return Scrubber([settings.uploads_bucket, settings.processed_bucket, settings.fal_api_key])
+
+
 def close_connection(database: Database) -> None:
     """Peewee keeps one connection per thread: close it when the request ends."""
     if not database.is_closed():
@@ -135,7 +140,7 @@ def bootstrap(
         )
     return Services(
         settings=settings,
-        scrubber=Scrubber([settings.uploads_bucket, settings.processed_bucket, settings.fal_api_key]),
+        scrubber=scrubber_for(settings),
         authenticator=ports.authenticator or _authenticator(settings),
         readiness_checks=checks if readiness_checks is None else readiness_checks,
         rate_limit_storage_uri=rate_limit_storage_uri,
