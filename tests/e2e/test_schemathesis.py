@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from flask import Flask
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis import Case as GenericCase
 from schemathesis import CheckContext, GenerationMode, Response
@@ -24,30 +23,16 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from entrypoints.bootstrap import bootstrap
-from entrypoints.http.app import create_app
+from entrypoints.http.problems import PROBLEM_MEDIA_TYPE
 from entrypoints.settings import Settings
-from tests.fakes import (
-    FakeAuthenticator,
-    FakeFaceDetector,
-    FakeImageGenerator,
-    FakeImageSanitizer,
-    FakeResultStorage,
-    FakeSourceUrlSigner,
-    FakeStore,
-    FakeTryOnQueue,
-    FakeUnitOfWork,
-    FakeUploadStorage,
-    FakeUploadUrlSigner,
-    FixedClock,
-)
+from tests.fakes import FakeStore
+from tests.unit.test_http_api import build_app
 
 pytestmark = pytest.mark.e2e
 
 Case = GenericCase[Any]
 
 AUTH = {"Authorization": "Bearer token-user1"}
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_FIELDS = {"type": str, "title": str, "status": int, "detail": str, "code": str, "retryable": bool}
 EXAMPLES_PER_OPERATION = 150
 MIN_REQUESTS = 1_000
@@ -62,29 +47,7 @@ SETTINGS = Settings.from_env(
 )
 
 
-def build_app() -> Flask:
-    """The real app and domain with every port faked: no network, no database, no model."""
-    store = FakeStore()
-    services = bootstrap(
-        SETTINGS,
-        authenticator=FakeAuthenticator(),
-        signer=FakeUploadUrlSigner(),
-        storage=FakeUploadStorage(),
-        sanitizer=FakeImageSanitizer(),
-        detector=FakeFaceDetector(),
-        generator=FakeImageGenerator(),
-        queue=FakeTryOnQueue(),
-        results=FakeResultStorage(),
-        source_signer=FakeSourceUrlSigner(),
-        unit_of_work=lambda: FakeUnitOfWork(store),
-        clock=FixedClock(),
-        readiness_checks={"database": lambda: None},
-        rate_limit_storage_uri="memory://",
-    )
-    return create_app(services, configure_logs=False)
-
-
-APP = build_app()
+APP = build_app(FakeStore(), settings=SETTINGS)
 schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from domain.errors import StorageUnavailable
-from entrypoints.bootstrap import bootstrap
+from entrypoints.bootstrap import bootstrap, scrubber_for
 from entrypoints.http.app import create_app
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
@@ -54,10 +54,11 @@ def build_app(
     detector: FakeFaceDetector | None = None,
     generator: FakeImageGenerator | None = None,
     queue: FakeTryOnQueue | None = None,
+    settings: Settings = SETTINGS,
 ) -> Flask:
     """The real app and domain with every port faked: no network, no database, no model."""
     services = bootstrap(
-        SETTINGS,
+        settings,
         authenticator=FakeAuthenticator(),
         signer=FakeUploadUrlSigner(),
         storage=storage or FakeUploadStorage(),
@@ -273,7 +274,7 @@ def test_log_lines_are_json_with_the_request_id_and_never_the_signed_url(store, 
     with caplog.at_level(logging.INFO):
         response = client.post("/v1/uploads", json=JPEG, headers={**AUTH, "X-Request-ID": "req-12345678"})
 
-    formatter = JsonFormatter(bootstrap_scrubber())
+    formatter = JsonFormatter(scrubber_for(SETTINGS))
     lines = [json.loads(formatter.format(record)) for record in caplog.records]
     access = [line for line in lines if line["logger"] == "tryon.access"]
     assert access[-1]["request_id"] == "req-12345678"
@@ -281,14 +282,3 @@ def test_log_lines_are_json_with_the_request_id_and_never_the_signed_url(store, 
     assert access[-1]["user_id"] == "user1"
     url = response.get_json()["url"]
     assert all(url not in json.dumps(line) and "X-Amz-Signature" not in json.dumps(line) for line in lines)
-
-
-def bootstrap_scrubber():
-    return bootstrap(
-        SETTINGS,
-        authenticator=FakeAuthenticator(),
-        signer=FakeUploadUrlSigner(),
-        unit_of_work=lambda: FakeUnitOfWork(FakeStore()),
-        readiness_checks={},
-        rate_limit_storage_uri="memory://",
-    ).scrubber
