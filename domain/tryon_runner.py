@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.errors import GenerationFailed
+from domain.errors import DependencyUnavailable, GenerationFailed
 from domain.generation import GenerationRequest, ImageGenerator, JobState
 from domain.model import IMAGE_EXTENSIONS, AuditEvent, UploadStatus
 from domain.ports import Clock, IdGenerator, ResultStorage, SourceUrlSigner, TryOnQueue, UnitOfWork
@@ -35,6 +36,8 @@ class RunnerPolicy:
     backoff_seconds: float = 2.0
     source_retention_seconds: int = 3600
     max_result_bytes: int = 20 * 1024 * 1024
+    outage_retry_seconds: float = 5.0
+    """A step cut short by an outage (database, storage, queue) is tried again this much later."""
 
 
 class TryOnRunner:
@@ -62,16 +65,47 @@ class TryOnRunner:
         self._jitter = jitter
 
     def advance(self, tryon_id: str) -> None:
-        """One step. A try-on someone else holds, or that is settled, is left alone."""
+        """One step. A try-on someone else holds, or that is settled, is left alone.
+
+        An outage (database, storage, queue) does not end the try-on: the step is put back to run again
+        ``outage_retry_seconds`` later, and if even that cannot be recorded, the lease runs out and
+        ``reconcile`` finds the try-on again."""
         now = self._clock.now()
-        with self._unit_of_work() as uow:
-            claimed = uow.tryons.claim(tryon_id, now, now + timedelta(seconds=self._policy.lease_seconds))
-            tryon = uow.tryons.get(tryon_id)
-            uow.commit()
+        try:
+            with self._unit_of_work() as uow:
+                claimed = uow.tryons.claim(tryon_id, now, now + timedelta(seconds=self._policy.lease_seconds))
+                tryon = uow.tryons.get(tryon_id)
+                uow.commit()
+        except DependencyUnavailable as outage:
+            self._retry_later(tryon_id, outage, release=False)
+            return
         if not claimed or tryon is None or tryon.status in TERMINAL:
             return
-        delay = self._submit(tryon, now) if tryon.submission is None else self._check(tryon, now)
-        if delay is not None:
+        try:
+            delay = self._submit(tryon, now) if tryon.submission is None else self._check(tryon, now)
+            if delay is not None:
+                self._queue.advance_in(tryon_id, delay)
+        except DependencyUnavailable as outage:
+            self._retry_later(tryon_id, outage, release=True)
+
+    def _retry_later(self, tryon_id: str, outage: DependencyUnavailable, *, release: bool) -> None:
+        """Put a step an outage cut short back. ``release`` only when this step holds the lease."""
+        delay = self._policy.outage_retry_seconds
+        log.warning(
+            "try-on step put back after an outage",
+            extra={"tryon_id": tryon_id, "code": outage.code, "retry_in_seconds": delay},
+        )
+        if release:
+            try:
+                with self._unit_of_work() as uow:
+                    current = uow.tryons.get(tryon_id)
+                    if current is not None and current.status not in TERMINAL:
+                        retry_at = self._clock.now() + timedelta(seconds=delay)
+                        uow.tryons.save(replace(current, next_action_at=retry_at))
+                    uow.commit()
+            except DependencyUnavailable:
+                return  # the lease runs out and the reconciler finds the try-on again
+        with suppress(DependencyUnavailable):  # if the queue is down too, the reconciler re-queues it
             self._queue.advance_in(tryon_id, delay)
 
     def reconcile(self, limit: int = 200) -> int:

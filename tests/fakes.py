@@ -187,6 +187,8 @@ class FakeTryOnRepository(TryOnRepository):
         self._store.leases.pop(tryon.tryon_id, None)
 
     def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> bool:
+        if self._store.fail_commit:
+            raise PersistenceUnavailable("the database is down")
         tryon = self._store.tryons.get(tryon_id)
         held = self._store.leases.get(tryon_id)
         if tryon is None or tryon.status in TERMINAL or (held is not None and held >= now):
@@ -401,8 +403,11 @@ class FakeResultStorage(ResultStorage):
     def __init__(self) -> None:
         self.objects: dict[str, FakeObject] = {}
         self.favorites: dict[str, bool] = {}
+        self.down = False
 
     def put_new(self, object_key: str, data: bytes, content_type: str) -> None:
+        if self.down:
+            raise StorageUnavailable("the processed bucket is down")
         self.objects.setdefault(object_key, FakeObject(data, content_type))
 
     def read(self, object_key: str, max_bytes: int) -> bytes:

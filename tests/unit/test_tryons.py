@@ -157,6 +157,63 @@ def test_a_queue_outage_still_records_the_tryon_for_the_reconciler(world):
     assert world.queue.advances == [(tryon.tryon_id, 0)]
 
 
+def test_a_storage_outage_while_storing_results_puts_the_step_back_and_loses_nothing(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.runner.advance(tryon.tryon_id)
+    world.results.down = True
+    world.queue.advances.clear()
+
+    world.clock.advance(5)
+    world.runner.advance(tryon.tryon_id)
+
+    held = world.store.tryons[tryon.tryon_id]
+    assert held.status is TryOnStatus.RUNNING and held.submission is not None
+    assert tryon.tryon_id not in world.store.leases
+    assert held.next_action_at == world.clock.now() + timedelta(seconds=5)
+    assert world.queue.advances == [(tryon.tryon_id, 5.0)]
+    world.results.down = False
+    world.run_until_settled(tryon.tryon_id)
+    done = world.store.tryons[tryon.tryon_id]
+    assert (done.status, done.attempts) == (TryOnStatus.SUCCEEDED, 1)
+    assert len(world.generator.submitted) == 1
+
+
+def test_a_database_outage_at_the_claim_requeues_the_step_without_touching_the_tryon(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.store.fail_commit = True
+    world.queue.advances.clear()
+
+    world.runner.advance(tryon.tryon_id)
+
+    assert world.queue.advances == [(tryon.tryon_id, 5.0)]
+    assert world.store.tryons[tryon.tryon_id] == tryon
+    assert world.generator.submitted == []
+    world.store.fail_commit = False
+    world.run_until_settled(tryon.tryon_id)
+    assert world.store.tryons[tryon.tryon_id].status is TryOnStatus.SUCCEEDED
+
+
+def test_a_step_whose_outage_cannot_even_be_recorded_is_found_by_the_reconciler(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.runner.advance(tryon.tryon_id)
+    world.results.down = True
+    world.queue.down = True
+
+    world.clock.advance(5)
+    world.runner.advance(tryon.tryon_id)
+
+    world.results.down = world.queue.down = False
+    world.queue.advances.clear()
+    world.clock.advance(60)
+    assert world.runner.reconcile() == 1
+    assert world.queue.advances == [(tryon.tryon_id, 0)]
+    world.run_until_settled(tryon.tryon_id)
+    assert world.store.tryons[tryon.tryon_id].status is TryOnStatus.SUCCEEDED
+
+
 def test_a_tryon_is_submitted_with_only_a_fresh_short_lived_url_and_its_result_stored(world):
     world.verified_upload()
     tryon = world.desk.order("alice", ORDER)
