@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from domain.deletion import DeletedUploadPurge
 from domain.model import AuditEvent, Upload, UploadStatus
 from domain.ports import Clock, ResultStorage, UnitOfWork, UploadStorage
 from domain.retention import SourceExpiry
@@ -62,6 +63,9 @@ class Sweeper:
         self._expiry = expiry
         self._unit_of_work = unit_of_work
         self._clock = clock
+        self._deleted = DeletedUploadPurge(
+            uploads=uploads, results=results, unit_of_work=unit_of_work, clock=clock
+        )
 
     def sweep(self) -> SweepCounts:
         counts = SweepCounts()
@@ -110,6 +114,10 @@ class Sweeper:
         return claimed
 
     def _purge(self, upload: Upload, now: datetime, counts: SweepCounts) -> None:
+        if upload.status is UploadStatus.DELETED:  # a user's deletion that a dead process left unfinished
+            counts.results_deleted += self._deleted.finish(upload, "user_request")
+            counts.objects_purged += 1
+            return
         self._uploads.delete(upload.object_key)
         if upload.stored is not None and upload.status is not UploadStatus.VERIFIED:
             self._uploads.delete(upload.stored.object_key)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from domain.deletion import DeletedUploadPurge
 from domain.errors import NotFound
 from domain.model import AuditEvent, UploadStatus
 from domain.ports import Clock, ResultStorage, TryOnQueue, UnitOfWork, UploadStorage
@@ -38,6 +39,9 @@ class UserData:
         self._unit_of_work = unit_of_work
         self._clock = clock
         self._source_retention = timedelta(seconds=source_retention_seconds)
+        self._purge = DeletedUploadPurge(
+            uploads=uploads, results=results, unit_of_work=unit_of_work, clock=clock
+        )
 
     def favorite(self, user_id: str, result_id: str, favorite: bool) -> None:
         """A favourite result is kept, and so is the selfie it was made from; when the last favourite of
@@ -66,26 +70,20 @@ class UserData:
             self._queue.expire_upload_at(upload.upload_id, new_deadline)
 
     def delete_upload(self, user_id: str, upload_id: str) -> None:
-        """The selfie and the results made from it go now; favourite results stay."""
+        """The selfie and the results made from it go now; favourite results stay.
+
+        The row says "deleted" before any object goes: the selfie is unusable at once, and if this
+        process dies half-way the sweeper finishes the deletion (objects, then rows)."""
         now = self._clock.now()
         with self._unit_of_work() as uow:
             upload = uow.uploads.get(upload_id)
             if upload is None or upload.user_id != user_id:
                 raise NotFound("no upload of yours has that id", code="upload_not_found")
-            results = [r for r in uow.results.for_upload(upload_id) if not r.favorite]
-        for key in upload.object_keys():
-            self._uploads.delete(key)
-        for result in results:
-            self._results.delete(result.object_key)
-        with self._unit_of_work() as uow:
-            for result in results:
-                uow.results.delete(result.result_id)
-                uow.audit.append(
-                    AuditEvent("result.deleted", user_id, result.result_id, "success", now, "user_request")
-                )
-            uow.uploads.save(replace(upload, status=UploadStatus.DELETED, updated_at=now))
+            deleted = replace(upload, status=UploadStatus.DELETED, updated_at=now)
+            uow.uploads.save(deleted)
             uow.audit.append(AuditEvent("upload.deleted", user_id, upload_id, "success", now, "user_request"))
             uow.commit()
+        self._purge.finish(deleted, "user_request")
 
     def erase(self, user_id: str) -> Erasure:
         """Every object first, then every record; the audit trail keeps ids and events only."""
@@ -93,6 +91,9 @@ class UserData:
         with self._unit_of_work() as uow:
             uploads = uow.uploads.for_user(user_id)
             results = uow.results.for_user(user_id)
+            for upload in uploads:  # a process that dies below leaves deletions the sweeper finishes
+                uow.uploads.save(replace(upload, status=UploadStatus.DELETED, updated_at=now))
+            uow.commit()
         for upload in uploads:
             for key in upload.object_keys():
                 self._uploads.delete(key)

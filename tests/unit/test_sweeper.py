@@ -108,3 +108,50 @@ def test_a_sweep_that_died_after_deleting_is_finished_by_the_next(world):
 
     assert counts.objects_purged == 1
     assert world.store.uploads["never"].status is UploadStatus.EXPIRED
+
+
+class ProcessDied(BaseException):
+    """Stands for the web process being killed at this point."""
+
+
+def test_a_deletion_cut_short_between_the_objects_and_the_rows_is_finished_by_the_next_sweep(
+    world, monkeypatch
+):
+    result = world.tried_on()
+
+    def killed(object_key: str) -> None:
+        raise ProcessDied
+
+    with monkeypatch.context() as patch:
+        patch.setattr(world.results, "delete", killed)
+        with pytest.raises(ProcessDied):
+            world.data.delete_upload("alice", "up1")
+    assert world.store.uploads["up1"].status is UploadStatus.DELETED
+    assert world.uploads.objects == {}
+    assert set(world.store.results) == {result.result_id}
+    assert "up1" not in world.store.purged
+
+    counts = world.sweeper.sweep()
+
+    assert (counts.objects_purged, counts.results_deleted) == (1, 1)
+    assert world.results.objects == {} and world.store.results == {}
+    assert "up1" in world.store.purged
+    assert world.sweeper.sweep().objects_purged == 0
+
+
+def test_an_erasure_cut_short_leaves_its_selfies_for_the_sweep_to_finish(world, monkeypatch):
+    world.tried_on()
+
+    def killed(object_key: str) -> None:
+        raise ProcessDied
+
+    with monkeypatch.context() as patch:
+        patch.setattr(world.uploads, "delete", killed)
+        with pytest.raises(ProcessDied):
+            world.data.erase("alice")
+    assert world.store.uploads["up1"].status is UploadStatus.DELETED
+
+    world.sweeper.sweep()
+
+    assert world.uploads.objects == {} and world.results.objects == {}
+    assert world.store.results == {}

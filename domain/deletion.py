@@ -1,0 +1,46 @@
+"""Finishing the deletion of an upload: its objects, then its non-favourite results (objects, then rows).
+
+The upload is marked deleted before anything goes, so a process that dies half-way leaves a deleted,
+unpurged row that the sweeper finishes with this same code; deleting what is already gone is fine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from domain.model import AuditEvent, Upload, UploadStatus
+from domain.ports import Clock, ResultStorage, UnitOfWork, UploadStorage
+
+
+class DeletedUploadPurge:
+    def __init__(
+        self,
+        *,
+        uploads: UploadStorage,
+        results: ResultStorage,
+        unit_of_work: Callable[[], UnitOfWork],
+        clock: Clock,
+    ) -> None:
+        self._uploads = uploads
+        self._results = results
+        self._unit_of_work = unit_of_work
+        self._clock = clock
+
+    def finish(self, upload: Upload, reason: str) -> int:
+        """Deletes what a deleted upload still has and marks it purged; returns the results deleted."""
+        now = self._clock.now()
+        with self._unit_of_work() as uow:
+            results = [r for r in uow.results.for_upload(upload.upload_id) if not r.favorite]
+        for key in upload.object_keys():
+            self._uploads.delete(key)
+        for result in results:
+            self._results.delete(result.object_key)
+        with self._unit_of_work() as uow:
+            for result in results:
+                uow.results.delete(result.result_id)
+                uow.audit.append(
+                    AuditEvent("result.deleted", upload.user_id, result.result_id, "success", now, reason)
+                )
+            uow.uploads.mark_purged(upload.upload_id, now, UploadStatus.DELETED)
+            uow.commit()
+        return len(results)
