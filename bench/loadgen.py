@@ -3,6 +3,7 @@
 Open loop: requests are *scheduled* at a fixed rate and each latency is measured from its scheduled send
 time, so a slow server is charged for the requests it delayed (no coordinated omission).
 Closed loop: N connections send back to back for a fixed time; throughput is completions per second.
+All at once: N calls, one thread each, let go together by a barrier (a burst); each is timed on its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import http.client
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +40,8 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str = ""
+    error_kinds: Counter[str] = field(default_factory=Counter)
+    """Errors by kind: ``HTTP 503``, a transport error's type (``ConnectionResetError``), ``not sent``."""
 
     @property
     def count(self) -> int:
@@ -65,6 +69,11 @@ def nearest_rank(values: Sequence[float], p: float) -> float:
     return ordered[rank - 1]
 
 
+def error_kind(error: str) -> str:
+    """What an error is counted as: the part of its description before the first colon."""
+    return error.partition(":")[0]
+
+
 class _Recorder:
     def __init__(self, result: Result, window: tuple[float, float]) -> None:
         self._result = result
@@ -80,6 +89,7 @@ class _Recorder:
                 self._result.latencies_ms.append(latency * 1000)
             else:
                 self._result.errors += 1
+                self._result.error_kinds[error_kind(error)] += 1
                 self._result.first_error = self._result.first_error or error
 
 
@@ -185,4 +195,36 @@ def closed_loop(target: Target, *, connections: int, seconds: float, warmup: flo
             connection.close()
 
     _run_threads(connections, worker, stop, "closed-loop")
+    return result
+
+
+def all_at_once(calls: Sequence[Callable[[], str | None]], *, label: str) -> Result:
+    """Each call on its own thread, all released together; a call returns None if it succeeded, else what
+    went wrong (as ``_send`` does). ``seconds``: from the release to the last answer."""
+    result = Result(label=label, seconds=0.0)
+    recorder = _Recorder(result, (-math.inf, math.inf))
+    barrier = threading.Barrier(len(calls) + 1)
+    lock = threading.Lock()
+    answered: list[float] = []
+
+    def run(call: Callable[[], str | None]) -> None:
+        barrier.wait()
+        started = time.perf_counter()
+        try:
+            error = call()
+        except Exception as failure:  # a call that raises counts as failed, not as lost
+            error = f"{type(failure).__name__}: {failure}"
+        finished = time.perf_counter()
+        recorder.record(started, finished - started, error)
+        with lock:
+            answered.append(finished)
+
+    threads = [threading.Thread(target=run, args=(call,), name="burst", daemon=True) for call in calls]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    released = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    result.seconds = max(answered, default=released) - released
     return result

@@ -1,9 +1,9 @@
-"""The side-by-side table and the issue's two targets."""
+"""The side-by-side table and the issue's two targets; the "beside earlier figures" table all three use."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bench.loadgen import Result
@@ -74,14 +74,46 @@ def verdicts(service: Measured, floor: Measured, *, rate: float) -> list[str]:
     ]
 
 
+def error_problem(name: str, result: Result) -> str | None:
+    """What to say if more than 1 % of a run's requests failed (its figures are then not worth reading)."""
+    if result.error_ratio <= MAX_ERROR_RATIO:
+        return None
+    failed = f"{result.errors}/{result.count} requests failed"
+    return f"{name} {result.label}: {failed} (first: {result.first_error})"
+
+
 def error_problems(*systems: Measured) -> list[str]:
     """Runs where more than 1 % of requests failed: the figures are then not worth reading."""
-    problems = []
-    for system in systems:
-        for result in (system.fixed_rate, system.max_load):
-            if result.error_ratio > MAX_ERROR_RATIO:
-                problems.append(
-                    f"{system.name} {result.label}: {result.errors}/{result.count} requests failed"
-                    f" (first: {result.first_error})"
-                )
-    return problems
+    found = (error_problem(s.name, result) for s in systems for result in (s.fixed_rate, s.max_load))
+    return [problem for problem in found if problem is not None]
+
+
+# -- this run beside the figures an earlier issue recorded ----------------------------------------------
+
+NOT_MEASURED = "-"
+"""The earlier cell of a figure no earlier run measured."""
+
+Beside = tuple[str, str, str]
+"""(label, the earlier figure as text, this run's figure); a row with both figures empty is a heading."""
+
+
+def by_kind(kinds: Mapping[str, int]) -> str:
+    """``0``, or the total and each kind: ``3 (HTTP 503 x2, ConnectionResetError x1)``."""
+    total = sum(kinds.values())
+    if not total:
+        return "0"
+    ranked = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+    return f"{total} (" + ", ".join(f"{kind} x{count}" for kind, count in ranked) + ")"
+
+
+def beside_earlier(title: str, issue: int, rows: Sequence[Beside]) -> str:
+    """A three-column table: what, the earlier issue's figure (as recorded, text), this run's."""
+    header: Beside = (title, f"earlier (issue {issue})", "this run")
+    widths = [max(len(row[column]) for row in (header, *rows)) + 2 for column in range(3)]
+    widths[1], widths[2] = max(widths[1], 20), max(widths[2], 14)
+
+    def line(row: Beside) -> str:
+        label, earlier, now = row
+        return f"{label:<{widths[0]}}{earlier:>{widths[1]}}{now:>{widths[2]}}"
+
+    return "\n".join([line(header), "-" * sum(widths), *(line(row) for row in rows)])

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,26 @@ class Stack:
 
 def progress(message: str) -> None:
     print(f"[bench] {message}", flush=True)
+
+
+@contextmanager
+def heartbeat(what: str, expected_seconds: float, every: float = 15.0) -> Iterator[None]:
+    """A progress line every ``every`` s while the block runs (``what: 30 of ~62 s``), so a long quiet
+    measurement does not look hung."""
+    started = time.monotonic()
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            progress(f"  {what}: {time.monotonic() - started:.0f} of ~{expected_seconds:.0f} s")
+
+    thread = threading.Thread(target=beat, name="bench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def env_number(name: str, default: float) -> float:

@@ -33,8 +33,10 @@ beyond the deliberate wait: enqueueing, the jobs, the HTTP calls and the 50 ms c
 The samples of A and B are written to ``var/bench/tryons-{a,b}-samples.csv``.
 
 Targets (from the issue): one worker process sustains >= 50 fal requests in flight; overhead <= 150 ms.
+The main figures are also printed beside issue 4's (issue 7: ``tryons`` 200, was 240).
 It is a measurement: missing a target still exits 0. It exits 1 if the stack, the uploads or a worker
-cannot be set up, 130 on Ctrl-C. Everything started is stopped.
+cannot be set up, or more than 1 % of A's try-ons fail (end failed, are not ordered or do not settle);
+130 on Ctrl-C. Everything started is stopped.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
@@ -71,6 +74,7 @@ from adapters.redis_store import connect_redis
 from bench.cpu import busy_fraction, machine_ticks, process_seconds
 from bench.loadgen import nearest_rank
 from bench.memory import children
+from bench.report import MAX_ERROR_RATIO, NOT_MEASURED, Beside, beside_earlier, by_kind
 from bench.stack import ROOT, WORKDIR, Stack, env_number, progress, start_stack
 from bench.worker_log import Step, read_steps
 from domain.tryon_runner import RunnerPolicy
@@ -113,7 +117,7 @@ class Options:
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.tryons", description=__doc__.split("\n")[0])
     flags: list[tuple[str, str, float, str]] = [
-        ("--tryons", "BENCH_TRYONS", 240, "try-ons POSTed in scenarios A and B"),
+        ("--tryons", "BENCH_TRYONS", 200, "try-ons POSTed in scenarios A and B"),
         ("--rate", "BENCH_TRYON_RATE", 12, "POST them at this many per second; 0: all at once"),
         ("--work-seconds", "BENCH_FAL_WORK_SECONDS", 5, "how long the simulator works on a job (A, B)"),
         ("--clients", "BENCH_TRYON_CLIENTS", 4, "client threads POSTing the try-ons"),
@@ -403,6 +407,12 @@ class Batch:
 
     def note(self, error: str) -> None:
         self.first_error = self.first_error or error
+
+    def error_kinds(self) -> Counter[str]:
+        """``errors`` by kind: ``failed:<code>`` (answered at the end), ``not ordered``, ``not settled``."""
+        kinds = Counter(status for status in self.final.values() if status != "succeeded")
+        kinds.update({"not ordered": self.order_failures, "not settled": self.unsettled})
+        return +kinds  # drops the zero counts
 
 
 def settled_statuses(db: peewee.Database) -> dict[str, str]:
@@ -706,6 +716,47 @@ def batch_table(a: Batch, b: Batch | None, hold_seconds: float) -> str:
     return "\n".join(lines)
 
 
+EARLIER_ISSUE = 4
+"""Issue 4's figures (README, Benchmarks): 240 try-ons at 12/s, the simulator answering after 5 s."""
+
+
+def beside_issue_4(a: Batch, b: Batch | None, samples: Sequence[OverheadSample], options: Options) -> str:
+    order_to_settled = [a.settled_at[t] - a.posted_at[t] for t in a.settled_at]
+    done = [s.worker_seconds for s in samples if s.status == "succeeded" and s.steps]
+    pace = f"{options.rate:g}/s" if options.rate > 0 else "all at once"
+    rows: list[Beside] = [
+        (f"A: one tryon worker process, {a.asked} try-ons at {pace}", "", ""),
+        ("  succeeded / asked", NOT_MEASURED, f"{a.succeeded} / {a.asked}"),
+        ("  failed (ended failed, not ordered, not settled)", "0", by_kind(a.error_kinds())),
+        ("  try-ons per minute", "528", _num(a.per_minute)),
+        (
+            f"  fal requests in flight, held for {options.work_seconds:g} s",
+            "55",
+            str(sustained(a, options.work_seconds)),
+        ),
+        ("  fal requests in flight, peak", "65", str(max((s.in_flight for s in a.in_window()), default=0))),
+        (
+            f"  POST -> settled s, p50 / p99 ({options.sample_seconds:g} s ticks)",
+            NOT_MEASURED,
+            f"{_num(nearest_rank(order_to_settled, 50))} / {_num(nearest_rank(order_to_settled, 99))}",
+        ),
+        ("B: one blocking worker process", "", ""),
+        ("  try-ons per minute", "11.5", _num(b.per_minute) if b else "skipped"),
+        ("C: overhead, the simulator answering at once", "", ""),
+        ("  worker's own time per try-on p50 / p95 ms", "41 / 58", f"{_ms(done, 50)} / {_ms(done, 95)}"),
+    ]
+    return beside_earlier("try-ons through the fal simulator", EARLIER_ISSUE, rows)
+
+
+def error_problem(a: Batch) -> str | None:
+    """What to say if more than 1 % of A's try-ons failed (the figures are then not worth reading)."""
+    if a.errors <= MAX_ERROR_RATIO * a.asked:
+        return None
+    return (
+        f"{a.name}: {a.errors}/{a.asked} try-ons failed: {by_kind(a.error_kinds())} (first: {a.first_error})"
+    )
+
+
 def overhead_lines(samples: Sequence[OverheadSample]) -> list[str]:
     done = [s for s in samples if s.status == "succeeded" and s.steps]
     if not done:
@@ -854,11 +905,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in overhead_lines(outcome.overhead):
         print(line)
     print()
+    print(beside_issue_4(outcome.a, outcome.b, outcome.overhead, options))
+    print()
     for batch in (outcome.a, outcome.b):
         if batch is not None and batch.first_error:
             print(f"{batch.name}: first error: {batch.first_error}")
     for line in verdicts(outcome.a, outcome.overhead, options):
         print(line)
+    if (problem := error_problem(outcome.a)) is not None:
+        print(f"ERROR: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 
