@@ -17,6 +17,9 @@ from entrypoints.logs import configure_logging
 from entrypoints.settings import Settings, SettingsError
 
 QUEUE_NAMES = ("tryons", "maintenance")
+MAINTENANCE_SECONDS = 15
+"""How often the worker checks its scheduler is alive (restarting it after a Redis outage) and cleans
+RQ's registries."""
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,17 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     # Every job is one short step carrying ids only, so forking a work horse per job (RQ's default)
     # would cost more than the step: measured 48 ms vs 18 ms per job. A crash loses at most a step,
     # which the lease and the reconciler recover.
-    worker = SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
+    # RQ's scheduler (a child process) dies when Redis drops it, and RQ restarts it only from its
+    # maintenance pass, which runs between dequeues: by default every 10 minutes, behind a 405 s BLPOP.
+    # Until then no status check or reconcile is enqueued. A 30 s worker TTL makes the idle BLPOP
+    # return every 15 s, and the maintenance pass then restarts the scheduler.
+    worker = SimpleWorker(
+        queues,
+        connection=connection,
+        serializer=JSONSerializer,
+        maintenance_interval=MAINTENANCE_SECONDS,
+        worker_ttl=MAINTENANCE_SECONDS * 2,
+    )
     log.info("worker starting", extra={"queues": list(QUEUE_NAMES), "burst": burst})
     worker.work(with_scheduler=True, burst=burst)
     return 0
