@@ -104,6 +104,8 @@ class Engine:
 
     def submit(self, app: str, headers: dict[str, str], body: bytes) -> Reply:
         self.count("submissions")
+        if stall := self.faults.next_stall():
+            time.sleep(stall)  # a queue that accepts the connection and answers too late
         if (failure := self.faults.next_submit()) is not None:
             return failure
         try:

@@ -31,6 +31,7 @@ class Faults:
         self._lock = threading.Lock()
         self._submits: deque[Reply] = deque()
         self._jobs: deque[str] = deque()
+        self._stalls: deque[float] = deque()
 
     def fail_next_submits(self, status: int, count: int = 1, error_type: str | None = None) -> None:
         if status not in (429, 500, 502, 503, 504):
@@ -45,6 +46,16 @@ class Faults:
         with self._lock:
             self._jobs.extend([kind] * count)
 
+    def stall_next_submits(self, seconds: float, count: int = 1) -> None:
+        if seconds <= 0:
+            raise ValueError("a stall must last a positive number of seconds")
+        with self._lock:
+            self._stalls.extend([seconds] * count)
+
+    def next_stall(self) -> float:
+        with self._lock:
+            return self._stalls.popleft() if self._stalls else 0.0
+
     def next_submit(self) -> Reply | None:
         with self._lock:
             return self._submits.popleft() if self._submits else None
@@ -57,3 +68,4 @@ class Faults:
         with self._lock:
             self._submits.clear()
             self._jobs.clear()
+            self._stalls.clear()

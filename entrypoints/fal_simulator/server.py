@@ -93,6 +93,10 @@ class FalSimulator:
         """The next ``count`` accepted jobs complete with this error instead of doing any work."""
         self._engine.faults.fail_next_jobs(kind, count)
 
+    def stall_next_submits(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` submissions are answered only after ``seconds`` (clients should time out)."""
+        self._engine.faults.stall_next_submits(seconds, count)
+
     def set_queue_seconds(self, seconds: float) -> None:
         """How long jobs submitted from now on wait IN_QUEUE."""
         with self._engine.lock:

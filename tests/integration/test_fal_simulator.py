@@ -344,6 +344,20 @@ def test_injected_submit_faults_answer_as_fal_does_then_submissions_succeed_agai
     assert sim.counts().submissions == 3
 
 
+def test_a_stalled_submission_times_its_client_out_while_the_next_one_is_answered_at_once(sim, inputs):
+    sim.stall_next_submits(2.0)
+    arguments = edit_arguments(inputs.url("/cat.jpg"))
+
+    with pytest.raises(requests.Timeout):
+        requests.post(f"{sim.base_url}/{ENDPOINT}", json=arguments, headers=AUTH, timeout=0.5)
+    started = time.monotonic()
+    answer = submit(sim, arguments)
+
+    assert answer.status_code == 200
+    assert time.monotonic() - started < 1.0
+    assert sim.counts().submissions == 2
+
+
 def test_a_submit_fault_can_carry_another_runner_error_type(sim, inputs):
     sim.fail_next_submits(503, error_type="runner_disconnected")
 
