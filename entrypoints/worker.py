@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import uuid
+from contextlib import suppress
 from datetime import timedelta
+from types import FrameType
+from typing import Any
 
+import redis
 from rq import Queue, SimpleWorker
-from rq.registry import ScheduledJobRegistry
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from adapters.redis_store import connect_redis
@@ -20,6 +26,7 @@ QUEUE_NAMES = ("tryons", "maintenance")
 MAINTENANCE_SECONDS = 15
 """How often the worker checks its scheduler is alive (restarting it after a Redis outage) and cleans
 RQ's registries."""
+RESTART_PAUSE_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +40,67 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     connection = connect_redis(settings.redis_url)
     queues = [Queue(name, connection=connection, serializer=JSONSerializer) for name in QUEUE_NAMES]
     schedule_periodic(queues[1])
-    # Every job is one short step carrying ids only, so forking a work horse per job (RQ's default)
-    # would cost more than the step: measured 48 ms vs 18 ms per job. A crash loses at most a step,
-    # which the lease and the reconciler recover.
-    # RQ's scheduler (a child process) dies when Redis drops it, and RQ restarts it only from its
-    # maintenance pass, which runs between dequeues: by default every 10 minutes, behind a 405 s BLPOP.
-    # Until then no status check or reconcile is enqueued. A 30 s worker TTL makes the idle BLPOP
-    # return every 15 s, and the maintenance pass then restarts the scheduler.
-    worker = SimpleWorker(
-        queues,
-        connection=connection,
-        serializer=JSONSerializer,
-        maintenance_interval=MAINTENANCE_SECONDS,
-        worker_ttl=MAINTENANCE_SECONDS * 2,
-    )
     log.info("worker starting", extra={"queues": list(QUEUE_NAMES), "burst": burst})
-    worker.work(with_scheduler=True, burst=burst)
+    while not _work_until_redis_fails(queues, burst=burst):
+        # RQ gave up on Redis. Exiting would make the platform restart us, with a growing cool-down on
+        # repeated crashes; starting a fresh worker here is quicker and loses nothing.
+        log.warning("worker restarting after losing Redis", extra={"in_seconds": RESTART_PAUSE_SECONDS})
+        if not _pause(RESTART_PAUSE_SECONDS):
+            break
     return 0
+
+
+def _work_until_redis_fails(queues: list[Queue], *, burst: bool) -> bool:
+    """Runs one RQ worker; True when it ended as asked (burst done, SIGTERM), False when Redis failed."""
+    worker: TryOnWorker | None = None
+    try:
+        worker = TryOnWorker(queues, connection=queues[0].connection, serializer=JSONSerializer)
+        worker.work(with_scheduler=True, burst=burst)
+    except redis.RedisError as error:  # RQ quits on some Redis errors, and its setup or teardown may raise
+        log.warning("worker loop ended: Redis unavailable", extra={"error": type(error).__name__})
+        return worker is not None and worker.stop_requested
+    return burst or worker.stop_requested
+
+
+class TryOnWorker(SimpleWorker):
+    """RQ's in-process worker, tuned for short steps and for Redis outages.
+
+    Every job is one short step carrying ids only, so forking a work horse per job (RQ's default) would
+    cost more than the step: measured 48 ms vs 18 ms per job. A crash loses at most a step, which the
+    lease and the reconciler recover.
+
+    RQ's scheduler (a child process) dies when Redis drops it, and RQ restarts it only from its
+    maintenance pass, which runs between dequeues: by default every 10 minutes, behind a 405 s BLPOP.
+    Until then no status check or reconcile is enqueued. Here the idle BLPOP returns every 15 s and the
+    maintenance pass runs then: it restarts the scheduler and re-seeds the periodic chains if Redis came
+    back empty.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_SECONDS)
+        kwargs.setdefault("worker_ttl", MAINTENANCE_SECONDS * 2)
+        super().__init__(*args, **kwargs)
+        self.stop_requested = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+        with suppress(redis.RedisError):
+            schedule_periodic(self.queues[-1])
+
+
+def _pause(seconds: float) -> bool:
+    """Sleep, unless SIGTERM/SIGINT arrives first (then False)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return not stop.wait(seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # Periodic maintenance, each a self-rescheduling job chain: (job id prefix, function, every N seconds).
@@ -60,10 +111,12 @@ PERIODIC = {
 
 
 def schedule_periodic(queue: Queue) -> None:
-    """Start each periodic chain unless one is already queued or scheduled (workers restart; chains
-    must not pile up)."""
+    """Start each periodic chain unless one is already queued, scheduled or running (workers restart,
+    and re-check every maintenance pass: chains must survive a Redis that came back empty, and must not
+    pile up)."""
     scheduled = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
-    pending = [*queue.get_job_ids(), *scheduled.get_job_ids()]
+    running = StartedJobRegistry(queue=queue)
+    pending = [*queue.get_job_ids(), *scheduled.get_job_ids(), *running.get_job_ids()]
     for name, (prefix, _, _) in PERIODIC.items():
         if not any(job_id.startswith(prefix) for job_id in pending):
             _enqueue(name, queue, now=True)
