@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MINISTACK_VENV := .tools/ministack
 MINISTACK_VERSION := 1.5.33
 
-.PHONY: install tools node lint test demo bench clean
+.PHONY: install tools node lint test fuzz faults demo bench clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,16 @@ lint: install
 
 test: install tools node lint
 	$(BIN)/pytest
+
+# More hostile input than `make test` sends: 1,000 generated requests per operation and token state, with
+# fresh random inputs each run (Hypothesis prints the seed of a failure so it can be replayed).
+FUZZ_EXAMPLES ?= 1000
+fuzz: install
+	FUZZ_EXAMPLES_PER_OPERATION=$(FUZZ_EXAMPLES) FUZZ_RANDOM=1 $(BIN)/pytest tests/e2e/test_schemathesis.py -p no:cacheprovider
+
+# Only the fault matrix (it is part of `make test` too): breaks real dependencies and prints the table.
+faults: install tools
+	$(BIN)/pytest tests/faults
 
 demo: install tools
 	$(BIN)/tryon demo

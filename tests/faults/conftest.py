@@ -1,0 +1,125 @@
+"""Fixtures of the fault matrix: the stack behind proxies, fresh users, and the table at the end."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.mtcnn_faces import MtcnnFaceDetector
+from adapters.peewee_db import migrate, open_database
+from adapters.s3_provisioning import S3BucketProvisioner
+from adapters.s3_storage import make_s3_client
+from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
+from entrypoints.local_stack import start_redis
+from entrypoints.settings import Settings
+from tests.conftest import new_bucket_name
+from tests.e2e.test_tryons_end_to_end import Workers
+from tests.faults import matrix
+from tests.faults.proxy import ChaosProxy
+from tests.faults.stack import FaultStack, host_port, proxied
+from tests.integration.test_peewee_repositories import POSTGRES_URL, _postgres_admin, _with_search_path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if matrix.ROWS:
+        terminalreporter.section(f"fault matrix: {len(matrix.ROWS)} faults injected into real dependencies")
+        for line in matrix.render(matrix.ROWS):
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A freshly migrated schema of its own on the running Postgres, reached directly."""
+    schema = f"tryon_faults_{secrets.token_hex(6)}"
+    admin = _postgres_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{schema}"')
+    url = _with_search_path(POSTGRES_URL, schema)
+    database = open_database(url)
+    migrate(database)
+    database.close()
+    try:
+        yield url
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A Redis server of its own: the suite's shared one is flushed by other tests (and other runs),
+    which would drop this module's queued jobs and scheduler locks."""
+    with start_redis() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def stack(ministack_url, redis_url, dev_issuer, postgres_url) -> Iterator[FaultStack]:
+    provisioner = S3BucketProvisioner(
+        make_s3_client(region="us-east-1", endpoint_url=ministack_url), region="us-east-1"
+    )
+    buckets = (new_bucket_name("uploads"), new_bucket_name("processed"))
+    for bucket in buckets:
+        provisioner.ensure_private_bucket(bucket)
+    detector = MtcnnFaceDetector()
+    detector.warm_up()
+    proxies = [
+        ChaosProxy(*host_port(ministack_url, 80)),
+        ChaosProxy(*host_port(redis_url, 6379)),
+        ChaosProxy(*host_port(POSTGRES_URL, 5432)),
+    ]
+    with FalSimulator() as simulator:
+        direct = Settings(
+            uploads_bucket=buckets[0],
+            processed_bucket=buckets[1],
+            better_auth_url=dev_issuer.base_url,
+            database_url=postgres_url,
+            redis_url=redis_url,
+            s3_endpoint_url=ministack_url,
+            rate_limit_uploads="1000/minute",
+            fal_api_key=DEFAULT_KEY,
+            fal_queue_url=simulator.base_url,
+            fal_result_hosts=(simulator.base_url,),
+            fal_max_attempts=3,
+        )
+        world = FaultStack(
+            settings=proxied(direct, *proxies),
+            s3=proxies[0],
+            redis=proxies[1],
+            postgres=proxies[2],
+            simulator=simulator,
+            detector=detector,
+            direct_s3_url=ministack_url,
+            direct_postgres_url=postgres_url,
+            direct_redis_url=redis_url,
+        )
+        try:
+            yield world
+        finally:
+            world.close()
+
+
+@pytest.fixture
+def faults(stack: FaultStack) -> Iterator[FaultStack]:
+    """The stack with every dependency up and the simulator reset; afterwards too, whatever happened."""
+    stack.all_up()
+    stack.simulator.reset()
+    yield stack
+    stack.all_up()
+
+
+@pytest.fixture
+def workers(faults: FaultStack, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(faults.settings, tmp_path)
+    yield pool
+    faults.all_up()
+    pool.stop_all()
+
+
+@pytest.fixture
+def auth(dev_issuer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
