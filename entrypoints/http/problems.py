@@ -103,13 +103,25 @@ def problem(
     return response
 
 
+def _cause_name(cause: BaseException | None) -> str | None:
+    """What failed underneath, by its error code or type only: its message can name a bucket, an object key
+    or a URL (botocore's "Could not connect to the endpoint URL: http://host/<bucket>/<key>")."""
+    if cause is None:
+        return None
+    response = getattr(cause, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code) if code else type(cause).__name__
+
+
 def domain_error_response(error: DomainError) -> Response:
     if isinstance(error, Unauthenticated):
         return problem(
             401, error.code, error.detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         )
     if isinstance(error, DependencyUnavailable):
-        log.warning("dependency unavailable", extra={"code": error.code, "cause": repr(error.__cause__)})
+        log.warning(
+            "dependency unavailable", extra={"code": error.code, "cause": _cause_name(error.__cause__)}
+        )
         return problem(
             503,
             error.code,

@@ -8,12 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from flask import Flask
 from flask.testing import FlaskClient
 
 from domain.errors import StorageUnavailable
 from entrypoints.bootstrap import bootstrap, scrubber_for
 from entrypoints.http.app import create_app
+from entrypoints.http.problems import domain_error_response
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
 from tests.fakes import (
@@ -209,6 +211,32 @@ def test_a_database_outage_is_a_retryable_503(store):
     body = assert_problem(response, 503, "database_unavailable")
     assert body["retryable"] is True
     assert response.headers["Retry-After"]
+
+
+@pytest.mark.parametrize(
+    ("cause", "logged"),
+    [
+        (
+            ConnectionError('Could not connect to the endpoint URL: "http://s3.test/hf-uploads-0a1b2c3d/k"'),
+            "ConnectionError",
+        ),
+        (
+            ClientError(
+                {"Error": {"Code": "NoSuchBucket", "Message": "no hf-uploads-0a1b2c3d"}}, "HeadObject"
+            ),
+            "NoSuchBucket",
+        ),
+    ],
+)
+def test_an_outage_is_logged_with_its_causes_code_or_type_never_its_message(store, caplog, cause, logged):
+    outage = StorageUnavailable("could not read the object")
+    outage.__cause__ = cause
+    with build_app(store).app_context(), caplog.at_level(logging.WARNING, logger="entrypoints.http.problems"):
+        domain_error_response(outage)
+
+    assert [(record.getMessage(), record.cause) for record in caplog.records] == [
+        ("dependency unavailable", logged)
+    ]
 
 
 def test_an_unexpected_error_is_a_500_problem_without_internals(store, monkeypatch):
