@@ -32,6 +32,7 @@ import pytest
 import requests
 
 from entrypoints.local_stack import LocalProcess, LocalServiceError, answers_ok, free_port, wait_until
+from tests import leaks
 
 SERVER_DIR = Path(__file__).resolve().parent / "better_auth"
 SESSION_COOKIE = "better-auth.session_token"
@@ -91,6 +92,7 @@ class BetterAuthServer:
             raise AssertionError(f"Better Auth {what} returned no session cookie / set-auth-token header")
         self._http.cookies.clear()  # the helpers authenticate explicitly, never by a remembered cookie
         body = response.json()
+        leaks.register_session_token(body["token"])
         return Session(
             user_id=body["user"]["id"],
             session_token_cookie_value=cookie,

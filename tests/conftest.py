@@ -1,6 +1,9 @@
 """Real counterparts for integration and e2e tests, started on loopback when they are not running.
 
 Nothing is skipped for want of a service: a missing one fails the run with a message saying why.
+
+After the whole suite, the leak scan (tests/leaks.py) looks for signed URLs, bearer tokens, fal keys and
+bucket names in every log line, database row and Redis value the run left; any finding fails the run.
 """
 
 from __future__ import annotations
@@ -16,8 +19,40 @@ from adapters.s3_provisioning import S3BucketProvisioner
 from adapters.s3_storage import make_s3_client
 from entrypoints.dev_issuer import DevJwtIssuer
 from entrypoints.local_stack import EMULATOR_CREDENTIALS, redis_answers, start_ministack, start_redis
+from tests import leaks
+from tests.integration.test_peewee_repositories import POSTGRES_URL
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+LEAK_REPORT = pytest.StashKey[leaks.Report]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    leaks.start_session(session.config)
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    leaks.on_test_start(nodeid)
+
+
+def pytest_runtest_logfinish() -> None:
+    leaks.on_test_end()
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown: workers stopped, logs complete
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    report = leaks.finish_session(POSTGRES_URL)
+    if report is None:
+        return
+    session.config.stash[LEAK_REPORT] = report
+    if report.findings:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    report = config.stash.get(LEAK_REPORT, None)
+    if report is not None:
+        for line in report.lines():
+            terminalreporter.write_line(line, red=bool(report.findings), green=not report.findings)
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +74,11 @@ def ministack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     if redis_answers(TEST_REDIS_URL):
         yield TEST_REDIS_URL
+        leaks.keep_redis(TEST_REDIS_URL, "at the end of the session", in_test=False)
         return
     with start_redis() as server:
         yield server.url
+        leaks.keep_redis(server.url, "at the end of the session", in_test=False)
 
 
 @pytest.fixture(scope="session")

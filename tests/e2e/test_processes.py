@@ -14,6 +14,7 @@ import requests
 from adapters.peewee_db import MIGRATIONS, PeeweeAuditLog, open_database
 from domain.model import AuditEvent
 from entrypoints.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
+from tests import leaks
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ def env(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> dict[str, 
 
 
 def tryon(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "entrypoints.cli", *args],
         env=env,
         capture_output=True,
@@ -42,6 +43,8 @@ def tryon(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+    leaks.keep_output(f"the output of `tryon {' '.join(args)}`", done.stdout, done.stderr)
+    return done
 
 
 def test_release_migrates_once_and_is_idempotent(env):
@@ -128,7 +131,7 @@ def test_web_binds_port_from_the_environment_and_is_ready(env):
         }
     finally:
         web.terminate()
-        web.wait(timeout=10)
+        leaks.keep_output("gunicorn's output", web.communicate(timeout=10)[1])
 
 
 def test_web_refuses_to_boot_with_unsafe_settings(env):
@@ -140,6 +143,7 @@ def test_web_refuses_to_boot_with_unsafe_settings(env):
         timeout=60,
         check=False,
     )
+    leaks.keep_output("gunicorn's output", web.stdout, web.stderr)
 
     assert web.returncode != 0
     assert "UPLOAD_URL_TTL_SECONDS=3600 is refused" in web.stderr

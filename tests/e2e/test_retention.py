@@ -17,7 +17,7 @@ from adapters.s3_storage import make_s3_client
 from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests import hostile
+from tests import hostile, leaks
 from tests.e2e.test_upload_security_contract import put
 from tests.fakes import FakeFaceDetector, FixedClock
 from tests.integration.test_peewee_repositories import POSTGRES_URL, _postgres_admin, _with_search_path
@@ -49,6 +49,7 @@ def database_url(request: pytest.FixtureRequest, settings: Settings) -> Iterator
     try:
         yield url
     finally:
+        leaks.keep_postgres_schema(admin, schema)
         with admin.cursor() as cursor:
             cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
         admin.close()

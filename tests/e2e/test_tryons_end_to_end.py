@@ -27,7 +27,7 @@ from entrypoints.http.app import create_app
 from entrypoints.local_stack import EMULATOR_CREDENTIALS
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
-from tests import hostile
+from tests import hostile, leaks
 from tests.e2e.test_upload_security_contract import put
 
 pytestmark = pytest.mark.e2e
@@ -51,6 +51,7 @@ def detector() -> MtcnnFaceDetector:
 @pytest.fixture
 def tryon_settings(settings: Settings, simulator: FalSimulator) -> Settings:
     simulator.reset()
+    leaks.keep_redis(settings.redis_url)
     redis.Redis.from_url(settings.redis_url).flushdb()
     return replace(
         settings,

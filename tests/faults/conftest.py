@@ -15,6 +15,7 @@ from adapters.s3_storage import make_s3_client
 from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
 from entrypoints.local_stack import start_redis
 from entrypoints.settings import Settings
+from tests import leaks
 from tests.conftest import new_bucket_name
 from tests.e2e.test_tryons_end_to_end import Workers
 from tests.faults import matrix
@@ -44,6 +45,7 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url
     finally:
+        leaks.keep_postgres_schema(admin, schema)
         with admin.cursor() as cursor:
             cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
         admin.close()
@@ -55,6 +57,7 @@ def redis_url() -> Iterator[str]:
     which would drop this module's queued jobs and scheduler locks."""
     with start_redis() as server:
         yield server.url
+        leaks.keep_redis(server.url, "before its server stops", in_test=False)
 
 
 @pytest.fixture(scope="module")

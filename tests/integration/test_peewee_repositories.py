@@ -26,6 +26,7 @@ from adapters.peewee_db import (
 )
 from domain.errors import PersistenceUnavailable
 from domain.model import AuditEvent, StoredImage, Upload, UploadStatus
+from tests import leaks
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield postgres
     finally:
         postgres.close_all()
+        leaks.keep_postgres_schema(admin, schema)
         with admin.cursor() as cursor:
             cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
         admin.close()
