@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from adapters.peewee_db import UploadRow, migrate, open_database
+from adapters.peewee_db import UploadRow
 from adapters.s3_storage import make_s3_client
 from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests import hostile, leaks
+from tests import hostile
 from tests.e2e.test_upload_security_contract import put
 from tests.fakes import FakeFaceDetector, FixedClock
-from tests.integration.test_peewee_repositories import POSTGRES_URL, _postgres_admin, _with_search_path
+from tests.integration.test_peewee_repositories import migrated_postgres_schema
 
 pytestmark = pytest.mark.e2e
 
@@ -38,21 +38,8 @@ def database_url(request: pytest.FixtureRequest, settings: Settings) -> Iterator
     if request.param == "sqlite":
         yield settings.database_url
         return
-    schema = f"tryon_e2e_{secrets.token_hex(6)}"
-    admin = _postgres_admin()
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE SCHEMA "{schema}"')
-    url = _with_search_path(POSTGRES_URL, schema)
-    database = open_database(url)
-    migrate(database)
-    database.close()
-    try:
+    with migrated_postgres_schema("tryon_e2e") as url:
         yield url
-    finally:
-        leaks.keep_postgres_schema(admin, schema)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
 
 
 @pytest.fixture

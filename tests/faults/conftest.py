@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from adapters.mtcnn_faces import MtcnnFaceDetector
-from adapters.peewee_db import migrate, open_database
 from adapters.s3_provisioning import S3BucketProvisioner
 from adapters.s3_storage import make_s3_client
 from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
@@ -21,7 +20,7 @@ from tests.e2e.test_tryons_end_to_end import Workers
 from tests.faults import matrix
 from tests.faults.proxy import ChaosProxy
 from tests.faults.stack import FaultStack, host_port, proxied
-from tests.integration.test_peewee_repositories import POSTGRES_URL, _postgres_admin, _with_search_path
+from tests.integration.test_peewee_repositories import POSTGRES_URL, migrated_postgres_schema
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -34,21 +33,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A freshly migrated schema of its own on the running Postgres, reached directly."""
-    schema = f"tryon_faults_{secrets.token_hex(6)}"
-    admin = _postgres_admin()
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE SCHEMA "{schema}"')
-    url = _with_search_path(POSTGRES_URL, schema)
-    database = open_database(url)
-    migrate(database)
-    database.close()
-    try:
+    with migrated_postgres_schema("tryon_faults") as url:
         yield url
-    finally:
-        leaks.keep_postgres_schema(admin, schema)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -57,6 +58,27 @@ def _with_search_path(url: str, schema: str) -> str:
     parts = urlsplit(url)
     query = [*parse_qsl(parts.query), ("options", f"-c search_path={schema}")]
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@contextmanager
+def migrated_postgres_schema(prefix: str) -> Iterator[str]:
+    """A freshly migrated schema of its own on the running Postgres (its URL); dropped afterwards, once
+    the leak scan has its rows."""
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    admin = _postgres_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{schema}"')
+    url = _with_search_path(POSTGRES_URL, schema)
+    database = open_database(url)
+    migrate(database)
+    database.close()
+    try:
+        yield url
+    finally:
+        leaks.keep_postgres_schema(admin, schema)
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
 
 
 def _postgres_admin() -> psycopg2.extensions.connection:
