@@ -39,27 +39,38 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     jobs.install(services)
     connection = connect_redis(settings.redis_url)
     queues = [Queue(name, connection=connection, serializer=JSONSerializer) for name in QUEUE_NAMES]
-    schedule_periodic(queues[1])
     log.info("worker starting", extra={"queues": list(QUEUE_NAMES), "burst": burst})
-    while not _work_until_redis_fails(queues, burst=burst):
-        # RQ gave up on Redis. Exiting would make the platform restart us, with a growing cool-down on
-        # repeated crashes; starting a fresh worker here is quicker and loses nothing.
+    previous: TryOnWorker | None = None
+    while True:
+        ended_as_asked, previous = _work_until_redis_fails(queues, burst=burst, previous=previous)
+        if ended_as_asked:
+            return 0
+        if burst:
+            log.error("burst run stopped: Redis unavailable")
+            return 1
+        # Redis is down (at start, or RQ gave up on it). Exiting would make the platform restart us, with a
+        # growing cool-down on repeated crashes; trying again here is quicker and loses nothing.
         log.warning("worker restarting after losing Redis", extra={"in_seconds": RESTART_PAUSE_SECONDS})
         if not _pause(RESTART_PAUSE_SECONDS):
-            break
-    return 0
+            return 0
 
 
-def _work_until_redis_fails(queues: list[Queue], *, burst: bool) -> bool:
-    """Runs one RQ worker; True when it ended as asked (burst done, SIGTERM), False when Redis failed."""
+def _work_until_redis_fails(
+    queues: list[Queue], *, burst: bool, previous: TryOnWorker | None
+) -> tuple[bool, TryOnWorker | None]:
+    """Runs one RQ worker. Returns whether it ended as asked (burst done, SIGTERM) rather than by losing
+    Redis, and the worker to hand to the next call."""
     worker: TryOnWorker | None = None
     try:
+        if previous is not None:
+            previous.release_scheduler_locks()
+        schedule_periodic(queues[1])
         worker = TryOnWorker(queues, connection=queues[0].connection, serializer=JSONSerializer)
         worker.work(with_scheduler=True, burst=burst)
     except redis.RedisError as error:  # RQ quits on some Redis errors, and its setup or teardown may raise
         log.warning("worker loop ended: Redis unavailable", extra={"error": type(error).__name__})
-        return worker is not None and worker.stop_requested
-    return burst or worker.stop_requested
+        return (worker is not None and worker.stop_requested), worker or previous
+    return burst or worker.stop_requested, worker
 
 
 class TryOnWorker(SimpleWorker):
@@ -85,6 +96,12 @@ class TryOnWorker(SimpleWorker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_requested = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def release_scheduler_locks(self) -> None:
+        """Its scheduler died with Redis; without this, the next worker's scheduler would wait ~60 s for
+        the locks to expire before it could start."""
+        if self.scheduler is not None:
+            self.scheduler.release_locks()  # type: ignore[no-untyped-call]
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]

@@ -97,6 +97,8 @@ def faults(stack: FaultStack) -> Iterator[FaultStack]:
     """The stack with every dependency up and the simulator reset; afterwards too, whatever happened."""
     stack.all_up()
     stack.simulator.reset()
+    # A try-on a failed test left unsettled must not be picked up (and counted) by the next test.
+    stack.rows("UPDATE tryons SET status = 'failed' WHERE status NOT IN ('succeeded', 'failed')")
     yield stack
     stack.all_up()
 

@@ -221,11 +221,11 @@ def test_s3_down_when_the_worker_stores_the_result(faults, workers, auth):
 # -- Redis -----------------------------------------------------------------------------------------------
 
 
-def test_redis_down_when_a_tryon_is_ordered(faults, workers, auth):
-    workers.start()
+def test_redis_down_when_the_worker_starts_and_a_tryon_is_ordered(faults, workers, auth):
     client = faults.client()
     upload_id = verified_upload(client, auth)
     faults.redis.down()
+    worker = workers.start()
 
     tryon_id = order(client, auth, upload_id)
     time.sleep(OUTAGE_SECONDS)
@@ -234,12 +234,13 @@ def test_redis_down_when_a_tryon_is_ordered(faults, workers, auth):
     body = settled(client, auth, tryon_id, timeout=120)
 
     assert body["status"] == "succeeded", workers.logs()
+    assert worker.poll() is None, workers.logs()
     record(
         Row(
             "Redis",
-            "down when `POST /v1/tryons` queues the job",
+            "down when the worker starts and when `POST /v1/tryons` queues the job",
             "202: the try-on is recorded first",
-            "succeeded: the reconciler (every 30 s) queued it",
+            "succeeded: the worker waited for Redis, the reconciler queued the try-on",
             clean_after_sweep(faults),
         )
     )
