@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -86,8 +87,12 @@ class Workers:
 
     def start(self) -> subprocess.Popen[bytes]:
         log = open(self._log_dir / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            [sys.executable, "-m", "entrypoints.cli", "worker"], env=self._env, stdout=log, stderr=log
+        process = subprocess.Popen(  # its own process group: the worker and RQ's scheduler child, as a dyno
+            [sys.executable, "-m", "entrypoints.cli", "worker"],
+            env=self._env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         self.processes.append(process)
         return process
@@ -97,15 +102,21 @@ class Workers:
             path.read_text(errors="replace") for path in sorted(self._log_dir.glob("worker-*.log"))
         )
 
+    @staticmethod
+    def kill(process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the whole dyno: the worker and its scheduler child (a bare SIGKILL would orphan it)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
     def stop_all(self) -> None:
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            self.kill(process)  # whatever of its group is left
 
 
 @pytest.fixture
@@ -228,8 +239,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_tryon_finishes_once(client,
         assert time.monotonic() < deadline, workers.logs()
         time.sleep(0.1)
 
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=10)
+    workers.kill(first)
     workers.start()
     body = settled(client, auth, tryon_id, timeout=90)
 

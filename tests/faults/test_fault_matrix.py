@@ -7,7 +7,6 @@ The table of what each fault did is printed at the end of the run (tests/faults/
 from __future__ import annotations
 
 import secrets
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -392,8 +391,7 @@ def test_worker_killed_mid_job(faults, workers, auth):
     tryon_id = order(client, auth, verified_upload(client, auth))
     wait_for(lambda: status_of(client, auth, tryon_id) == "running", "the try-on to run")
 
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=10)
+    workers.kill(first)
     workers.start()
     body = settled(client, auth, tryon_id, timeout=120)
 
