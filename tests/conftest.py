@@ -94,6 +94,11 @@ def new_bucket_name(role: str) -> str:
 @pytest.fixture
 def buckets(ministack_url: str) -> tuple[str, str]:
     """A fresh, provisioned (private, encrypted) uploads/processed pair per test."""
+    return provisioned_buckets(ministack_url)
+
+
+def provisioned_buckets(ministack_url: str) -> tuple[str, str]:
+    """A new uploads/processed pair on the emulator, private and encrypted as `tryon provision` makes them."""
     provisioner = S3BucketProvisioner(
         make_s3_client(region="us-east-1", endpoint_url=ministack_url), region="us-east-1"
     )

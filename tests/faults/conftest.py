@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 
 from adapters.mtcnn_faces import MtcnnFaceDetector
-from adapters.s3_provisioning import S3BucketProvisioner
-from adapters.s3_storage import make_s3_client
 from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
 from entrypoints.local_stack import start_redis
 from entrypoints.settings import Settings
 from tests import leaks
-from tests.conftest import new_bucket_name
+from tests.conftest import provisioned_buckets
 from tests.e2e.test_tryons_end_to_end import Workers
 from tests.faults import matrix
 from tests.faults.proxy import ChaosProxy
@@ -48,12 +46,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(ministack_url, redis_url, dev_issuer, postgres_url) -> Iterator[FaultStack]:
-    provisioner = S3BucketProvisioner(
-        make_s3_client(region="us-east-1", endpoint_url=ministack_url), region="us-east-1"
-    )
-    buckets = (new_bucket_name("uploads"), new_bucket_name("processed"))
-    for bucket in buckets:
-        provisioner.ensure_private_bucket(bucket)
+    buckets = provisioned_buckets(ministack_url)
     detector = MtcnnFaceDetector()
     detector.warm_up()
     proxies = [
