@@ -93,3 +93,15 @@ class GenerationFailed(DomainError):
 
 class QueueUnavailable(DependencyUnavailable):
     code = "queue_unavailable"
+
+
+class LimitExceeded(DomainError):
+    """The caller is over one of their limits (``too_many_active_tryons``, ``quota_exceeded``); nothing was
+    changed. ``retry_after_seconds`` says when asking again may succeed."""
+
+    code = "rate_limited"
+    retryable = True
+
+    def __init__(self, detail: str, *, code: str, retry_after_seconds: int) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after_seconds = max(1, retry_after_seconds)

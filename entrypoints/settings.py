@@ -38,6 +38,12 @@ class Settings:
     fal_max_attempts: int = 3
     fal_result_hosts: tuple[str, ...] = ("fal.media", "*.fal.media")
     rate_limit_uploads: str = "30/minute"
+    rate_limit_tryons: str = "10/minute"
+    rate_limit_mutations: str = "60/minute"
+    """Every other authenticated mutation (complete, favourites, deletes, erasure), per user."""
+    max_active_tryons: int = 3
+    daily_image_quota: int = 40
+    metrics_token: str | None = field(default=None, repr=False)
     source_retention_seconds: int = 3600
     unused_upload_ttl_seconds: int = 86400
     processed_retention_days: int = 30
@@ -60,6 +66,10 @@ class Settings:
             raise SettingsError(f"BETTER_AUTH_SECRET is required with AUTH_MODE={self.auth_mode}")
         if self.fal_max_attempts < 1:
             raise SettingsError("FAL_MAX_ATTEMPTS must be at least 1")
+        if self.max_active_tryons < 1:
+            raise SettingsError("MAX_ACTIVE_TRYONS must be at least 1")
+        if self.daily_image_quota < 1:
+            raise SettingsError("DAILY_IMAGE_QUOTA must be at least 1")
         origin = self.better_auth_url.rstrip("/")
         for name, default in (
             ("better_auth_jwks_url", f"{origin}/api/auth/jwks"),
@@ -114,6 +124,11 @@ class Settings:
                 h.strip() for h in text("FAL_RESULT_HOSTS", "fal.media,*.fal.media").split(",") if h.strip()
             ),
             rate_limit_uploads=text("RATE_LIMIT_UPLOADS", "30/minute"),
+            rate_limit_tryons=text("RATE_LIMIT_TRYONS", "10/minute"),
+            rate_limit_mutations=text("RATE_LIMIT_MUTATIONS", "60/minute"),
+            max_active_tryons=integer("MAX_ACTIVE_TRYONS", 3),
+            daily_image_quota=integer("DAILY_IMAGE_QUOTA", 40),
+            metrics_token=optional("METRICS_TOKEN"),
             source_retention_seconds=integer("SOURCE_RETENTION_SECONDS", 3600),
             unused_upload_ttl_seconds=integer("UNUSED_UPLOAD_TTL_SECONDS", 86400),
             processed_retention_days=integer("PROCESSED_RETENTION_DAYS", 30),
