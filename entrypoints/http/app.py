@@ -66,12 +66,6 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
 
     install_request_logging(app)
     app.before_request(authenticate_request)
-    install_rate_limits(
-        app,
-        storage_uri=services.rate_limit_storage_uri,
-        uploads=uploads.blp,
-        uploads_limit=services.settings.rate_limit_uploads,
-    )
     app.teardown_request(lambda _error: services.end_request())
 
     api = ProblemApi(app)
@@ -81,6 +75,7 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
     api.register_blueprint(tryons.blp)
     api.register_blueprint(user_data.blp)
     app.register_blueprint(metrics.blp)  # plain Flask: operators' endpoint, not part of the API document
+    install_rate_limits(app, storage_uri=services.rate_limit_storage_uri, settings=services.settings)
     register_error_handlers(app)
     return app
 

@@ -74,6 +74,7 @@ class CompleteUpload(MethodView):
         "too_large | content_type_mismatch | not_an_image | image_too_large | no_face_detected | "
         "multiple_faces | face_too_small (the object has been deleted)",
     )
+    @documents_problem(blp, 429, "rate_limited: per-user limit on mutations; see Retry-After")
     @documents_problem(blp, 503, "database_unavailable | storage_unavailable | auth_unavailable (retryable)")
     def post(self, body: dict[str, Any], upload_id: str) -> dict[str, Any]:
         """Verify an uploaded selfie: ownership, size, type, real content, metadata stripped, one face.

@@ -27,6 +27,7 @@ class Favorite(MethodView):
     @blp.response(204)
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "result_not_found (also for another user's result)")
+    @documents_problem(blp, 429, "rate_limited: per-user limit on mutations; see Retry-After")
     @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
     def put(self, result_id: str) -> Response:
         """Keep this result (and the selfie it was made from) until you unfavourite or delete it."""
@@ -36,6 +37,7 @@ class Favorite(MethodView):
     @blp.response(204)
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "result_not_found (also for another user's result)")
+    @documents_problem(blp, 429, "rate_limited: per-user limit on mutations; see Retry-After")
     @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
     def delete(self, result_id: str) -> Response:
         """Let this result expire again with the normal retention."""
@@ -48,6 +50,7 @@ class UploadById(MethodView):
     @blp.response(204)
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "upload_not_found (also for another user's upload)")
+    @documents_problem(blp, 429, "rate_limited: per-user limit on mutations; see Retry-After")
     @documents_problem(
         blp,
         503,
@@ -64,6 +67,7 @@ class UploadById(MethodView):
 class MyData(MethodView):
     @blp.response(202)
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
+    @documents_problem(blp, 429, "rate_limited: per-user limit on mutations; see Retry-After")
     @documents_problem(blp, 503, "storage_unavailable | database_unavailable | auth_unavailable (retryable)")
     def delete(self) -> dict[str, Any]:
         """Erase every object and record of yours; the audit trail keeps ids and events, no image data."""

@@ -41,6 +41,24 @@ def test_the_per_user_limit_is_shared_by_every_web_process(settings, auth):
     assert UploadRow.select().count() == 2
 
 
+def test_the_try_on_and_mutation_budgets_are_shared_by_every_web_process_too(settings, auth):
+    limited = replace(settings, rate_limit_tryons="1/minute", rate_limit_mutations="2/minute")
+    first_dyno, second_dyno = web(limited), web(limited)
+    order = {"upload_id": "nope", "style_prompt": "a copper bob"}
+
+    assert first_dyno.delete("/v1/uploads/nope", headers=auth).status_code == 404
+    assert second_dyno.put("/v1/results/nope/favorite", headers=auth).status_code == 404
+    assert first_dyno.post("/v1/tryons", json=order, headers=auth).status_code == 404
+    refused = [
+        second_dyno.delete("/v1/me/data", headers=auth),
+        second_dyno.post("/v1/tryons", json=order, headers=auth),
+    ]
+
+    assert [(r.status_code, r.get_json()["code"]) for r in refused] == [(429, "rate_limited")] * 2
+    assert all(0 < int(r.headers["Retry-After"]) <= 60 for r in refused)
+    assert first_dyno.post("/v1/uploads", json=JPEG, headers=auth).status_code == 201
+
+
 def test_with_redis_down_uploads_are_still_issued_and_readiness_says_why(settings, auth):
     client = web(replace(settings, redis_url=f"redis://{NOTHING_LISTENS}/0"))
 
