@@ -20,6 +20,7 @@ from domain.errors import (
     Forbidden,
     Gone,
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     Unauthenticated,
 )
@@ -128,6 +129,14 @@ def domain_error_response(error: DomainError) -> Response:
             error.detail,
             retryable=True,
             headers={"Retry-After": RETRY_AFTER_SECONDS_ON_UNAVAILABLE},
+        )
+    if isinstance(error, LimitExceeded):
+        return problem(
+            429,
+            error.code,
+            error.detail,
+            retryable=True,
+            headers={"Retry-After": str(error.retry_after_seconds)},
         )
     for kind, status in _STATUS_BY_ERROR:
         if isinstance(error, kind):

@@ -39,7 +39,12 @@ class TryOns(MethodView):
     @documents_problem(
         blp, 422, "validation_error | invalid_prompt | invalid_num_images | idempotency_key_reused"
     )
-    @documents_problem(blp, 429, "rate_limited: per-user limit on orders; see Retry-After")
+    @documents_problem(
+        blp,
+        429,
+        "rate_limited (too many orders a minute) | too_many_active_tryons (wait for one to settle) | "
+        "quota_exceeded (today's images are used up); retryable, see Retry-After",
+    )
     @documents_problem(blp, 503, "database_unavailable (retryable)")
     def post(self, headers: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """Ask for a try-on of a verified selfie; follow it with GET /v1/tryons/{tryon_id}."""

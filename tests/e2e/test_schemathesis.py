@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from domain.errors import LimitExceeded
 from entrypoints.http.problems import PROBLEM_MEDIA_TYPE
 from entrypoints.settings import Settings
 from tests.fakes import FakeStore
@@ -199,6 +201,58 @@ def test_an_undocumented_error_status_matches_the_default_response() -> None:
         "/v1/tryons", data=b"{" + b" " * 70_000 + b"}", headers={**AUTH, "Content-Type": "application/json"}
     )
     assert response.status_code == 413
+    schema["/v1/tryons"]["POST"].Case(media_type="application/json").validate_response(
+        response, checks=CHECKS
+    )
+
+
+# 5. 429s never happen while fuzzing (the limits are set out of reach above), so each limited operation's 429,
+#    from the rate limiter and from the domain's per-user limits, is checked against the document here.
+
+LIMITED = [
+    ("/v1/uploads", "POST", "/v1/uploads", {"content_type": "image/jpeg", "content_length": 10}),
+    ("/v1/tryons", "POST", "/v1/tryons", {"upload_id": "u1", "style_prompt": "a bob"}),
+    (
+        "/v1/uploads/{upload_id}/complete",
+        "POST",
+        "/v1/uploads/u1/complete",
+        {"object_key": "uploads/user1/u1"},
+    ),
+    ("/v1/results/{result_id}/favorite", "PUT", "/v1/results/r1/favorite", None),
+    ("/v1/results/{result_id}/favorite", "DELETE", "/v1/results/r1/favorite", None),
+    ("/v1/uploads/{upload_id}", "DELETE", "/v1/uploads/u1", None),
+    ("/v1/me/data", "DELETE", "/v1/me/data", None),
+]
+
+
+@pytest.mark.parametrize(("path", "method", "url", "body"), LIMITED)
+def test_a_rate_limited_answer_conforms_to_the_document(path: str, method: str, url: str, body: Any) -> None:
+    one_a_minute = replace(
+        SETTINGS, rate_limit_uploads="1/minute", rate_limit_tryons="1/minute", rate_limit_mutations="1/minute"
+    )
+    client = build_app(FakeStore(), settings=one_a_minute).test_client()
+    client.open(url, method=method, json=body, headers=AUTH)
+
+    response = client.open(url, method=method, json=body, headers=AUTH)
+
+    assert response.status_code == 429
+    media_type = "application/json" if body is not None else None
+    schema[path][method].Case(media_type=media_type).validate_response(response, checks=CHECKS)
+
+
+@pytest.mark.parametrize("code", ["too_many_active_tryons", "quota_exceeded"])
+def test_a_refused_order_over_a_users_limit_conforms_to_the_document(
+    monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    app = build_app(FakeStore(), settings=SETTINGS)
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise LimitExceeded("over the limit", code=code, retry_after_seconds=60)
+
+    monkeypatch.setattr(app.extensions["tryon"].tryon_desk, "order", refuse)
+    response = app.test_client().post("/v1/tryons", json=LIMITED[1][3], headers=AUTH)
+
+    assert (response.status_code, response.get_json()["code"]) == (429, code)
     schema["/v1/tryons"]["POST"].Case(media_type="application/json").validate_response(
         response, checks=CHECKS
     )

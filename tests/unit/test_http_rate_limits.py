@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import pytest
 from flask.testing import FlaskClient
 
+from domain.errors import LimitExceeded
 from tests.fakes import FakeObject, FakeStore, FakeUploadStorage
 from tests.unit.test_http_api import AUTH, JPEG, SETTINGS, assert_problem, build_app
 
@@ -139,3 +141,30 @@ def test_every_limited_operation_documents_its_429(client):
         response = spec["paths"][path][method]["responses"]["429"]
         assert "rate_limited" in response["description"]
         assert "application/problem+json" in response["content"]
+
+
+@pytest.mark.parametrize("code", ["too_many_active_tryons", "quota_exceeded"])
+def test_a_limit_the_domain_enforces_is_a_429_with_its_own_code_and_retry_after(monkeypatch, caplog, code):
+    app = build_app(FakeStore())
+
+    def refuse(*_args, **_kwargs):
+        raise LimitExceeded("you are over your limit", code=code, retry_after_seconds=37)
+
+    monkeypatch.setattr(app.extensions["tryon"].tryon_desk, "order", refuse)
+    with caplog.at_level(logging.WARNING):
+        response = app.test_client().post(
+            "/v1/tryons", json={"upload_id": "u1", "style_prompt": "a copper bob"}, headers=ALICE
+        )
+
+    body = assert_problem(response, 429, code)
+    assert (body["retryable"], body["detail"]) == (True, "you are over your limit")
+    assert response.headers["Retry-After"] == "37"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_ordering_a_try_on_documents_all_three_429_codes(client):
+    spec = client.get("/openapi.json").get_json()
+
+    description = spec["paths"]["/v1/tryons"]["post"]["responses"]["429"]["description"]
+
+    assert all(code in description for code in ("rate_limited", "too_many_active_tryons", "quota_exceeded"))
