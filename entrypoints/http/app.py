@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from domain.errors import DomainError
 from entrypoints.bootstrap import Services, bootstrap
 from entrypoints.http import metrics, ops, tryons, uploads, user_data
+from entrypoints.http.json_bodies import refuse_deeply_nested_json
 from entrypoints.http.problems import (
     PROBLEM_MEDIA_TYPE,
     ProblemSchema,
@@ -66,6 +67,7 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
 
     install_request_logging(app)
     app.before_request(authenticate_request)
+    app.before_request(refuse_deeply_nested_json)
     app.teardown_request(lambda _error: services.end_request())
 
     api = ProblemApi(app)
