@@ -90,8 +90,8 @@ class ResultImage(MethodView):
     @documents_problem(blp, 404, "result_not_found (also for another user's result)")
     @documents_problem(blp, 503, "database_unavailable | storage_unavailable | auth_unavailable (retryable)")
     def get(self, result_id: str) -> Response:
-        """The generated image (Cache-Control: private)."""
+        """The generated image, to its owner only (Cache-Control: no-store: no cache keeps a copy)."""
         result, data = _desk().result_image(current_user_id(), result_id)
         response = Response(data, mimetype=result.content_type)
-        response.headers["Cache-Control"] = "private"
+        response.headers["Cache-Control"] = "no-store"
         return response

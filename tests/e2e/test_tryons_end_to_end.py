@@ -179,6 +179,7 @@ def test_a_tryon_runs_on_a_worker_and_its_result_is_stored_privately(
     [result] = body["results"]
     image = client.get(f"/v1/results/{result['result_id']}/image", headers=auth)
     assert image.status_code == 200
+    assert image.headers["Cache-Control"] == "no-store"
     assert (
         image.data[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb") or image.data[:4] == b"RIFF"
     )

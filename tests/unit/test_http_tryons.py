@@ -83,7 +83,7 @@ def test_an_order_is_accepted_and_followed_to_its_result(world):
     assert set(result) == {"result_id", "content_type", "width", "height", "favorite"}
     image = world.client.get(f"/v1/results/{result['result_id']}/image", headers=AUTH)
     assert image.status_code == 200
-    assert image.headers["Cache-Control"] == "private"
+    assert image.headers["Cache-Control"] == "no-store"
     assert image.mimetype == "image/jpeg"
     assert image.data.startswith(b"\xff\xd8\xff")
     assert_problem(
