@@ -2,14 +2,20 @@
 
 Counting from the audit trail gives the same figures whichever web process is scraped and includes
 what the worker did; nothing is kept in process memory.
+
+Only the bearer of ``METRICS_TOKEN`` gets them. Without that token, with a wrong one, or when no token is
+configured, the answer is the same 404 problem as for any unknown URL: the endpoint is not advertised, and a
+scraper with a wrong token sees 404 (not 401), which the runbook says.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import statistics
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -91,8 +97,19 @@ def _from_counts(counts: Counts) -> Iterator[Metric]:
     yield latency
 
 
+def bearer_matches(expected: str | None) -> bool:
+    """Constant-time, and hashed first so that not even the token's length shows in the timing."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    presented_hash = hashlib.sha256(presented.strip().encode()).digest()
+    return hmac.compare_digest(presented_hash, hashlib.sha256(expected.encode()).digest())
+
+
 @blp.route("/metrics")
 def metrics() -> Response:
+    if not bearer_matches(current_app.extensions["tryon"].settings.metrics_token):
+        abort(404)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(current_app.extensions["tryon"]))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
 import pytest
 import requests
@@ -24,6 +25,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_count_issued_and_rejected_uploads_and_report_the_queue(settings, dev_issuer):
+    settings = replace(settings, metrics_token=secrets.token_urlsafe(24))
     client = create_app(bootstrap(settings, detector=FakeFaceDetector()), configure_logs=False).test_client()
     auth = {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
     for _ in range(2):
@@ -41,7 +43,9 @@ def test_metrics_count_issued_and_rejected_uploads_and_report_the_queue(settings
         == 422
     )
 
-    response = client.get("/metrics")
+    assert client.get("/metrics").status_code == 404
+
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {settings.metrics_token}"})
 
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
