@@ -74,7 +74,8 @@ class S3UploadUrlSigner(UploadUrlSigner):
 
 class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
     """One private bucket (uploads or processed). Every write is encrypted and write-once; with ``tags``
-    (a URL-encoded tag set such as ``retention=expiring``) every write is tagged too."""
+    (a URL-encoded tag set such as ``retention=expiring``) every write is tagged too, in the same PutObject,
+    so no object is ever there untagged for the bucket's lifecycle to miss."""
 
     def __init__(
         self,
@@ -88,7 +89,8 @@ class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
         expiring_tags: dict[str, str] | None = None,
     ) -> None:
         """``tags`` go on every new object; ``favorite_tags`` / ``expiring_tags`` replace them when a
-        result is (un)favourited, so the bucket's lifecycle keeps or expires it."""
+        result is (un)favourited or a source selfie (un)held, so the bucket's lifecycle keeps or expires
+        it."""
         self._client = client
         self._bucket = bucket
         self._tagging: dict[str, Any] = {"Tagging": tags} if tags else {}
@@ -160,13 +162,34 @@ class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
     def mark_favorite(self, object_key: str, favorite: bool) -> None:
         self.set_tags(object_key, self._favorite_tags if favorite else self._expiring_tags)
 
+    def hold_source(self, object_key: str, held: bool) -> None:
+        tags = self._favorite_tags if held else self._expiring_tags
+        if not tags:
+            # An empty tag set would strip retention=expiring: the lifecycle backstop would never see it.
+            raise ValueError("this bucket has no retention tags to hold or release a source with")
+        try:
+            self._put_tags(object_key, tags)
+        except ClientError as error:
+            if _code(error) == "NoSuchKey":
+                return  # already deleted (or never stored): nothing is left to keep or expire
+            raise StorageUnavailable("could not tag the object") from error
+        except BotoCoreError as error:
+            raise StorageUnavailable("could not tag the object") from error
+
     def set_tags(self, object_key: str, tags: dict[str, str]) -> None:
         """Replace the object's tag set (the processed bucket's lifecycle expires by tag)."""
-        tag_set: Any = [{"Key": key, "Value": value} for key, value in tags.items()]
         try:
-            self._client.put_object_tagging(Bucket=self._bucket, Key=object_key, Tagging={"TagSet": tag_set})
+            self._put_tags(object_key, tags)
         except (BotoCoreError, ClientError) as error:
             raise StorageUnavailable("could not tag the object") from error
+
+    def _put_tags(self, object_key: str, tags: dict[str, str]) -> None:
+        tag_set: Any = [{"Key": key, "Value": value} for key, value in tags.items()]
+        self._client.put_object_tagging(Bucket=self._bucket, Key=object_key, Tagging={"TagSet": tag_set})
+
+
+def _code(error: ClientError) -> str | None:
+    return error.response.get("Error", {}).get("Code")
 
 
 def _status(error: ClientError) -> int | None:

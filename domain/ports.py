@@ -60,6 +60,11 @@ class UploadStorage(Protocol):
         """Remove the object; deleting what is not there is not an error."""
         ...
 
+    def hold_source(self, object_key: str, held: bool) -> None:
+        """Tag the sanitised selfie so the bucket's lifecycle backstop keeps it (held: a favourite needs it)
+        or expires it again; a selfie that is not there is nothing to do."""
+        ...
+
 
 class ImageSanitizer(Protocol):
     def sanitize(self, data: bytes, declared_type: str) -> SanitizedImage:

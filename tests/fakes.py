@@ -315,6 +315,7 @@ class FakeUploadStorage(UploadStorage):
         self.objects: dict[str, FakeObject] = {}
         self.down = False
         self.reads = 0
+        self.held: dict[str, bool] = {}
 
     def _check(self) -> None:
         if self.down:
@@ -340,6 +341,10 @@ class FakeUploadStorage(UploadStorage):
     def delete(self, object_key: str) -> None:
         self._check()
         self.objects.pop(object_key, None)
+
+    def hold_source(self, object_key: str, held: bool) -> None:
+        self._check()
+        self.held[object_key] = held
 
 
 class FakeImageSanitizer(ImageSanitizer):

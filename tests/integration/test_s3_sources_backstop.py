@@ -1,0 +1,121 @@
+"""The lifecycle backstop for sanitised selfies (issue 11, item 3), against ministack.
+
+Every object the service writes under sources/ is tagged retention=expiring in the same PutObject; a
+favourite holds its selfie by re-tagging it retention=favorite; `tryon provision` installs the rule that
+expires sources/ tagged retention=expiring after SOURCES_BACKSTOP_DAYS. So no code bug (nor a verification
+that stores its copy after the upload was erased) can keep a face forever. Lifecycle itself runs about
+daily and no emulator runs it, so what is checked is the tags and the rule, not an expiry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from adapters.s3_provisioning import (
+    EXPIRING,
+    EXPIRING_TAGGING,
+    FAVORITE,
+    RETENTION_TAG,
+    S3BucketProvisioner,
+)
+from adapters.s3_storage import S3PrivateObjects, make_s3_client
+from domain.errors import StorageUnavailable
+from tests.conftest import new_bucket_name
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "sources/u1/a1.jpg"
+EXPIRING_SET = [{"Key": "retention", "Value": "expiring"}]
+FAVORITE_SET = [{"Key": "retention", "Value": "favorite"}]
+
+
+@pytest.fixture
+def s3(ministack_url: str) -> Any:
+    return make_s3_client(region="us-east-1", endpoint_url=ministack_url)
+
+
+@pytest.fixture
+def uploads_bucket(s3: Any) -> str:
+    bucket = new_bucket_name("uploads")
+    S3BucketProvisioner(s3, region="us-east-1").ensure_private_bucket(bucket, role="uploads")
+    return bucket
+
+
+def retention_tagged(client: Any, bucket: str) -> S3PrivateObjects:
+    """A bucket as bootstrap builds both: writes tagged expiring, (un)holding re-tags."""
+    return S3PrivateObjects(
+        client,
+        bucket,
+        tags=EXPIRING_TAGGING,
+        favorite_tags={RETENTION_TAG: FAVORITE},
+        expiring_tags={RETENTION_TAG: EXPIRING},
+    )
+
+
+@pytest.fixture
+def sources(s3: Any, uploads_bucket: str) -> S3PrivateObjects:
+    return retention_tagged(s3, uploads_bucket)
+
+
+def tags_of(s3: Any, bucket: str, key: str) -> list[dict[str, str]]:
+    tag_set: list[dict[str, str]] = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    return tag_set
+
+
+def test_a_source_is_written_tagged_expiring(s3, uploads_bucket, sources):
+    sources.put_new(SOURCE, b"selfie", "image/jpeg")
+
+    assert tags_of(s3, uploads_bucket, SOURCE) == EXPIRING_SET
+    assert sources.read(SOURCE, 100) == b"selfie"
+
+
+def test_a_second_write_of_a_held_source_does_not_release_it(s3, uploads_bucket, sources):
+    sources.put_new(SOURCE, b"selfie", "image/jpeg")
+    sources.hold_source(SOURCE, True)
+
+    sources.put_new(SOURCE, b"retried", "image/jpeg")  # write-once: 412, nothing changes
+
+    assert tags_of(s3, uploads_bucket, SOURCE) == FAVORITE_SET
+    assert sources.read(SOURCE, 100) == b"selfie"
+
+
+def test_holding_a_source_tags_it_favorite_and_releasing_it_tags_it_expiring_again(
+    s3, uploads_bucket, sources
+):
+    sources.put_new(SOURCE, b"selfie", "image/jpeg")
+
+    sources.hold_source(SOURCE, True)
+    assert tags_of(s3, uploads_bucket, SOURCE) == FAVORITE_SET
+    sources.hold_source(SOURCE, True)
+    assert tags_of(s3, uploads_bucket, SOURCE) == FAVORITE_SET
+
+    sources.hold_source(SOURCE, False)
+    assert tags_of(s3, uploads_bucket, SOURCE) == EXPIRING_SET
+    assert sources.read(SOURCE, 100) == b"selfie"
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_holding_or_releasing_a_source_that_is_gone_is_nothing_to_do(sources, held):
+    sources.hold_source("sources/u1/never-stored.jpg", held)
+
+
+def test_holding_a_source_in_a_missing_bucket_or_an_unreachable_store_is_storage_unavailable(s3):
+    missing_bucket = retention_tagged(s3, new_bucket_name("gone"))
+    unreachable = retention_tagged(
+        make_s3_client(region="us-east-1", endpoint_url="http://127.0.0.1:9"), "hf-anything"
+    )
+
+    for storage in (missing_bucket, unreachable):
+        with pytest.raises(StorageUnavailable):
+            storage.hold_source(SOURCE, True)
+
+
+def test_a_bucket_without_retention_tags_refuses_to_strip_a_source_of_its_tag(s3, uploads_bucket, sources):
+    sources.put_new(SOURCE, b"selfie", "image/jpeg")
+
+    with pytest.raises(ValueError, match="no retention tags"):
+        S3PrivateObjects(s3, uploads_bucket).hold_source(SOURCE, False)
+
+    assert tags_of(s3, uploads_bucket, SOURCE) == EXPIRING_SET
