@@ -154,21 +154,28 @@ def bootstrap(
 def _s3(settings: Settings, ports: Adapters, checks: dict[str, ReadinessCheck]) -> None:
     s3 = make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)
     sse, kms_key_id = settings.s3_sse, settings.s3_sse_kms_key_id
-    uploads = S3PrivateObjects(s3, settings.uploads_bucket, sse=sse, kms_key_id=kms_key_id)
+
+    def tagged_for_lifecycle(bucket: str) -> S3PrivateObjects:
+        """Writes are tagged retention=expiring, which each bucket's lifecycle backstop expires; a favourite
+        re-tags its result (and holds its selfie) retention=favorite. In the uploads bucket the service
+        writes only sources/: what clients PUT under uploads/ goes through the pre-signed URL, untagged."""
+        return S3PrivateObjects(
+            s3,
+            bucket,
+            sse=sse,
+            kms_key_id=kms_key_id,
+            tags=EXPIRING_TAGGING,
+            favorite_tags={RETENTION_TAG: FAVORITE},
+            expiring_tags={RETENTION_TAG: EXPIRING},
+        )
+
+    uploads = tagged_for_lifecycle(settings.uploads_bucket)
     ports.signer = ports.signer or S3UploadUrlSigner(
         s3, settings.uploads_bucket, sse=sse, kms_key_id=kms_key_id
     )
     ports.storage = ports.storage or uploads
     ports.source_signer = ports.source_signer or uploads
-    ports.results = ports.results or S3PrivateObjects(
-        s3,
-        settings.processed_bucket,
-        sse=sse,
-        kms_key_id=kms_key_id,
-        tags=EXPIRING_TAGGING,
-        favorite_tags={RETENTION_TAG: FAVORITE},
-        expiring_tags={RETENTION_TAG: EXPIRING},
-    )
+    ports.results = ports.results or tagged_for_lifecycle(settings.processed_bucket)
     checks["storage"] = S3BucketProbe(s3, (settings.uploads_bucket, settings.processed_bucket)).check
 
 

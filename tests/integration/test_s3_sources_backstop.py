@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import requests
 
 from adapters.s3_provisioning import (
     EXPIRING,
@@ -22,6 +23,9 @@ from adapters.s3_provisioning import (
 )
 from adapters.s3_storage import S3PrivateObjects, make_s3_client
 from domain.errors import StorageUnavailable
+from domain.model import UploadRequest
+from entrypoints.bootstrap import Adapters, _s3
+from entrypoints.settings import Settings
 from tests.conftest import new_bucket_name
 
 pytestmark = pytest.mark.integration
@@ -119,3 +123,24 @@ def test_a_bucket_without_retention_tags_refuses_to_strip_a_source_of_its_tag(s3
         S3PrivateObjects(s3, uploads_bucket).hold_source(SOURCE, False)
 
     assert tags_of(s3, uploads_bucket, SOURCE) == EXPIRING_SET
+
+
+def test_bootstrap_tags_sources_but_not_what_clients_put_under_uploads(s3, uploads_bucket, ministack_url):
+    settings = Settings(
+        uploads_bucket=uploads_bucket,
+        processed_bucket=new_bucket_name("processed"),
+        better_auth_url="https://auth.example.com",
+        s3_endpoint_url=ministack_url,
+    )
+    ports = Adapters()
+    _s3(settings, ports, {})
+    assert ports.storage is not None and ports.signer is not None
+
+    ports.storage.put_new(SOURCE, b"selfie", "image/jpeg")
+    assert tags_of(s3, uploads_bucket, SOURCE) == EXPIRING_SET
+    ports.storage.hold_source(SOURCE, True)
+    assert tags_of(s3, uploads_bucket, SOURCE) == FAVORITE_SET
+
+    put = ports.signer.presign_put("uploads/u1/a2", UploadRequest("image/jpeg", 6), 60)
+    assert requests.put(put.url, data=b"selfie", headers=put.headers, timeout=5).status_code == 200
+    assert tags_of(s3, uploads_bucket, "uploads/u1/a2") == []

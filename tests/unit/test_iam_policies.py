@@ -37,10 +37,14 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         # adapters/s3_storage.py: S3PrivateObjects.delete -> delete_object (domain/verification.py rejects
         # and replaces originals; domain/user_data.py: DELETE /v1/uploads/{id}, DELETE /v1/me/data)
         ("s3:DeleteObject", UPLOAD_OBJECTS),
-        # domain/verification.py stores the sanitised copy at sources/<user>/<id>.jpg (put_new), and
-        # domain/user_data.py deletes it with its upload and on erasure
+        # domain/verification.py stores the sanitised copy at sources/<user>/<id>.jpg (put_new, with
+        # Tagging=retention=expiring for the lifecycle backstop: a tagged PutObject also needs
+        # PutObjectTagging), and domain/user_data.py deletes it with its upload and on erasure
         ("s3:PutObject", SOURCE_OBJECTS),
         ("s3:DeleteObject", SOURCE_OBJECTS),
+        # adapters/s3_storage.py: S3PrivateObjects.hold_source -> put_object_tagging (domain/user_data.py:
+        # a favourite holds its selfie retention=favorite, unfavouriting releases it retention=expiring)
+        ("s3:PutObjectTagging", SOURCE_OBJECTS),
         # adapters/s3_storage.py: S3PrivateObjects.read -> get_object (domain/tryons.py: result image)
         ("s3:GetObject", RESULT_OBJECTS),
         # adapters/s3_storage.py: S3PrivateObjects.delete -> delete_object (domain/user_data.py deletes
@@ -225,3 +229,13 @@ def test_whoever_writes_tagged_results_may_tag_them():
         pairs = granted(role)
         if ("s3:PutObject", RESULT_OBJECTS) in pairs:
             assert ("s3:PutObjectTagging", RESULT_OBJECTS) in pairs, role
+
+
+def test_whoever_writes_sources_may_tag_them_and_nobody_may_tag_what_clients_put():
+    """Sources are written tagged retention=expiring (the lifecycle backstop); client PUTs under uploads/
+    carry no tags, so no role may tag there."""
+    for role in ROLES:
+        pairs = granted(role)
+        if ("s3:PutObject", SOURCE_OBJECTS) in pairs:
+            assert ("s3:PutObjectTagging", SOURCE_OBJECTS) in pairs, role
+        assert ("s3:PutObjectTagging", UPLOAD_OBJECTS) not in pairs, role
