@@ -16,9 +16,16 @@ RETENTION_TAG = "retention"
 EXPIRING = "expiring"
 FAVORITE = "favorite"
 EXPIRING_TAGGING = f"{RETENTION_TAG}={EXPIRING}"
-"""The URL-encoded tag set results are written with; the processed bucket's lifecycle expires them."""
+"""The URL-encoded tag set results and source selfies are written with; lifecycle rules expire them."""
 
 UPLOADS_EXPIRE_DAYS = 1
+SOURCES_PREFIX = "sources/"
+SOURCES_BACKSTOP_DAYS = 2
+"""The sweeper deletes a source selfie SOURCE_RETENTION_SECONDS (1 h) after its last try-on, or an unused one
+UNUSED_UPLOAD_TTL_SECONDS (1 day) after verification: the longest honest life is about a day. Lifecycle runs
+about daily, so 2 days leaves the sweeper room to do its job first and catches only what a bug (or a race such
+as a verification storing its copy after the upload was erased) left behind. Favourites' selfies are re-tagged
+retention=favorite, which the rule does not match."""
 
 CORS_ALLOWED_HEADERS = (
     # What S3UploadUrlSigner tells the client to send (Content-Length is set by the browser itself).
@@ -72,14 +79,27 @@ def lifecycle_rules(role: BucketRole, *, processed_retention_days: int) -> list[
     if role == "uploads":
         return [
             {
-                # Only what clients PUT: sanitised copies live under sources/ and stay as long as the
-                # service's retention says (a favourite keeps its selfie); the sweeper deletes them.
+                # What clients PUT: verification deletes it (or a refusal does) within minutes.
                 "ID": "expire-uploads",
                 "Status": "Enabled",
                 "Filter": {"Prefix": "uploads/"},
                 "Expiration": {"Days": UPLOADS_EXPIRE_DAYS},
                 "AbortIncompleteMultipartUpload": abort_multipart,
-            }
+            },
+            {
+                # Sanitised selfies are written tagged retention=expiring; while a favourite holds one it is
+                # re-tagged retention=favorite, which this rule does not match. (A rule filtering on tags
+                # cannot also abort multipart uploads; sources are written in one PutObject anyway.)
+                "ID": "expire-sources-not-held",
+                "Status": "Enabled",
+                "Filter": {
+                    "And": {
+                        "Prefix": SOURCES_PREFIX,
+                        "Tags": [{"Key": RETENTION_TAG, "Value": EXPIRING}],
+                    }
+                },
+                "Expiration": {"Days": SOURCES_BACKSTOP_DAYS},
+            },
         ]
     if processed_retention_days < 1:
         raise ValueError("PROCESSED_RETENTION_DAYS must be at least 1 (the lifecycle minimum)")

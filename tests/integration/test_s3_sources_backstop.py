@@ -19,8 +19,10 @@ from adapters.s3_provisioning import (
     EXPIRING_TAGGING,
     FAVORITE,
     RETENTION_TAG,
+    ProvisionReport,
     S3BucketProvisioner,
 )
+from adapters.s3_provisioning.documents import SOURCES_BACKSTOP_DAYS
 from adapters.s3_storage import S3PrivateObjects, make_s3_client
 from domain.errors import StorageUnavailable
 from domain.model import UploadRequest
@@ -144,3 +146,42 @@ def test_bootstrap_tags_sources_but_not_what_clients_put_under_uploads(s3, uploa
     put = ports.signer.presign_put("uploads/u1/a2", UploadRequest("image/jpeg", 6), 60)
     assert requests.put(put.url, data=b"selfie", headers=put.headers, timeout=5).status_code == 200
     assert tags_of(s3, uploads_bucket, "uploads/u1/a2") == []
+
+
+def test_provisioning_installs_the_sources_backstop_next_to_the_uploads_rule(s3):
+    bucket = new_bucket_name("uploads")
+    provisioner = S3BucketProvisioner(s3, region="us-east-1")
+
+    first = provisioner.ensure_private_bucket(bucket, role="uploads")
+    second = provisioner.ensure_private_bucket(bucket, role="uploads")
+
+    assert "lifecycle" in first.applied
+    assert second == ProvisionReport(created=False, applied=())
+    rules = {rule["ID"]: rule for rule in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert set(rules) == {"expire-uploads", "expire-sources-not-held"}
+    backstop = rules["expire-sources-not-held"]
+    assert set(backstop) == {"ID", "Status", "Filter", "Expiration"}
+    assert backstop["Status"] == "Enabled"
+    assert list(backstop["Filter"]) == ["And"]
+    conditions = dict(backstop["Filter"]["And"])
+    assert conditions.pop("ObjectSizeGreaterThan", 0) == 0  # ministack echoes the default
+    assert conditions == {"Prefix": "sources/", "Tags": [{"Key": "retention", "Value": "expiring"}]}
+    assert backstop["Expiration"] == {"Days": 2} == {"Days": SOURCES_BACKSTOP_DAYS}
+    assert rules["expire-uploads"]["Filter"] == {"Prefix": "uploads/"}
+
+
+def test_provisioning_adds_the_sources_backstop_to_a_bucket_provisioned_before_it(s3):
+    bucket = new_bucket_name("uploads")
+    provisioner = S3BucketProvisioner(s3, region="us-east-1")
+    provisioner.ensure_private_bucket(bucket, role="uploads")
+    old_rules = [
+        rule
+        for rule in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        if rule["ID"] == "expire-uploads"
+    ]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": old_rules})
+
+    assert provisioner.ensure_private_bucket(bucket, role="uploads").applied == ("lifecycle",)
+    assert provisioner.ensure_private_bucket(bucket, role="uploads").unchanged
+    ids = sorted(rule["ID"] for rule in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"])
+    assert ids == ["expire-sources-not-held", "expire-uploads"]
