@@ -16,6 +16,10 @@ EXPIRE_UPLOAD = "entrypoints.jobs.expire_upload"
 JOB_OPTIONS = {"job_timeout": 120, "result_ttl": 0, "failure_ttl": 7 * 86400}
 
 
+def expiry_job_id(upload_id: str) -> str:
+    return f"expire-upload-{upload_id}"
+
+
 class RqTryOnQueue(TryOnQueue):
     def __init__(self, connection: redis.Redis, queue_name: str = "tryons") -> None:
         self._queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
@@ -40,7 +44,10 @@ class RqTryOnQueue(TryOnQueue):
             raise QueueUnavailable("could not read the queue") from error
 
     def expire_upload_at(self, upload_id: str, when: datetime) -> None:
+        """One job per upload: its id is stable, so scheduling again moves the job rather than adding one."""
         try:
-            self._queue.enqueue_at(when, EXPIRE_UPLOAD, upload_id, **JOB_OPTIONS)
+            self._queue.enqueue_at(
+                when, EXPIRE_UPLOAD, upload_id, job_id=expiry_job_id(upload_id), **JOB_OPTIONS
+            )
         except redis.RedisError as error:
             raise QueueUnavailable("could not schedule the deletion") from error

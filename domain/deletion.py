@@ -2,14 +2,19 @@
 
 The upload is marked deleted before anything goes, so a process that dies half-way leaves a deleted,
 unpurged row that the sweeper finishes with this same code; deleting what is already gone is fine.
+Each result is claimed before its object goes, and a claim is refused for a favourite: a result
+favourited while the deletion runs is kept whole, never a row without its object.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from domain.model import AuditEvent, Upload, UploadStatus
 from domain.ports import Clock, ResultStorage, UnitOfWork, UploadStorage
+
+RESULT_CLAIM_SECONDS = 300
 
 
 class DeletedUploadPurge:
@@ -29,8 +34,11 @@ class DeletedUploadPurge:
     def finish(self, upload: Upload, reason: str) -> int:
         """Deletes what a deleted upload still has and marks it purged; returns the results deleted."""
         now = self._clock.now()
+        lease_until = now + timedelta(seconds=RESULT_CLAIM_SECONDS)
         with self._unit_of_work() as uow:
-            results = [r for r in uow.results.for_upload(upload.upload_id) if not r.favorite]
+            candidates = [r for r in uow.results.for_upload(upload.upload_id) if not r.favorite]
+            results = [r for r in candidates if uow.results.claim_sweep(r.result_id, now, lease_until)]
+            uow.commit()
         for key in upload.object_keys():
             self._uploads.delete(key)
         for result in results:
@@ -41,6 +49,9 @@ class DeletedUploadPurge:
                 uow.audit.append(
                     AuditEvent("result.deleted", upload.user_id, result.result_id, "success", now, reason)
                 )
-            uow.uploads.mark_purged(upload.upload_id, now, UploadStatus.DELETED)
+            if len(results) == len(candidates):
+                uow.uploads.mark_purged(upload, now, UploadStatus.DELETED)
+            else:  # some are held by a claim (a process that died mid-deletion): a later sweep finishes
+                uow.uploads.release_sweep(upload.upload_id)
             uow.commit()
         return len(results)

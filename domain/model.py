@@ -40,6 +40,12 @@ def upload_object_key(user_id: str, upload_id: str) -> str:
     return f"uploads/{user_id}/{upload_id}"
 
 
+def source_object_key(user_id: str, upload_id: str, content_type: str) -> str:
+    """The sanitised copy lives apart from what clients PUT: the bucket's lifecycle backstop expires
+    ``uploads/`` after a day, and ``sources/`` by tag, so a source a favourite holds can outlive it."""
+    return f"sources/{user_id}/{upload_id}.{IMAGE_EXTENSIONS[content_type]}"
+
+
 class UploadStatus(enum.StrEnum):
     ISSUED = "issued"
     VERIFYING = "verifying"
@@ -90,6 +96,9 @@ class Upload:
     updated_at: datetime | None = None
     stored: StoredImage | None = None
     rejection_reason: str | None = None
+    version: int = 0
+    """Bumped by every change of the row: a change is written only if the row is still at the version it
+    was derived from (compare-and-set), so a decision made on a stale read never lands."""
 
     def object_keys(self) -> tuple[str, ...]:
         """Every object this upload may have in the uploads bucket: what the client PUT, and the

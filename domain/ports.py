@@ -84,17 +84,50 @@ class FaceDetector(Protocol):
 
 
 class UploadRepository(Protocol):
+    """Every change of an upload is conditional on the state it expects; the answer says who won."""
+
     def add(self, upload: Upload) -> None: ...
 
     def get(self, upload_id: str) -> Upload | None: ...
 
-    def save(self, upload: Upload) -> None:
-        """Persist the upload's current state (status, stored image, reason, times)."""
+    def update(self, upload: Upload) -> bool:
+        """Write ``upload``'s state if the row is still at ``upload.version`` (and bump the version);
+        False when another change got there first: re-read and decide again."""
+        ...
+
+    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> Upload | None:
+        """Atomically move an issued upload (or one whose verification stalled before ``stale_before``)
+        to ``verifying``; the claimed upload, or None when another request holds it or it is settled."""
+        ...
+
+    def lock_verified(self, upload_id: str) -> Upload | None:
+        """Hold a verified upload until this transaction ends, so it cannot be deleted meanwhile (bumps its
+        version); None when it is no longer verified."""
+        ...
+
+    def set_deadline(self, upload_id: str, when: datetime) -> bool:
+        """Move a verified upload's deletion deadline; False when it is no longer verified."""
+        ...
+
+    def mark_deleted(self, upload_id: str, now: datetime) -> None:
+        """Deleted is reachable from every state and never left: no longer usable, whatever raced it."""
+        ...
+
+    def mark_user_deleted(self, user_id: str, now: datetime) -> int: ...
+
+    def expire_if_due(self, upload_id: str, now: datetime) -> Upload | None:
+        """Mark a verified upload deleted if its deadline has passed, no try-on on it is unsettled and none
+        of its results is a favourite, all in one conditional update; the upload now deleted, or None.
+        It is marked purged at once: its results stay (they have their own retention), so the sweep must
+        not finish it as a user's deletion; its source object goes right after (the tag backstop covers a
+        process that dies in between)."""
         ...
 
     def for_user(self, user_id: str) -> list[Upload]: ...
 
-    def delete(self, upload_id: str) -> None: ...
+    def delete(self, upload_id: str) -> None:
+        """Remove the row of a deleted upload (rows in any other state stay)."""
+        ...
 
     def to_purge(self, settled_before: datetime, limit: int) -> list[Upload]:
         """Uploads whose objects may still exist but must not: originals of verified uploads, intents never
@@ -107,13 +140,13 @@ class UploadRepository(Protocol):
 
     def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool: ...
 
-    def mark_purged(self, upload_id: str, now: datetime, status: UploadStatus) -> None:
-        """The upload's objects are gone; record it (and its new status) and end the sweep lease."""
+    def release_sweep(self, upload_id: str) -> None:
+        """End a sweep lease early: the sweep looked and declined, so the next pass may try at once."""
         ...
 
-    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
-        """Atomically move an issued upload (or one whose verification stalled before ``stale_before``)
-        to ``verifying``; False when another request holds it or it is settled."""
+    def mark_purged(self, upload: Upload, now: datetime, status: UploadStatus) -> bool:
+        """The upload's objects are gone; record it (and its new status) and end the sweep lease, if the
+        row is still at ``upload.version``."""
         ...
 
 
@@ -128,15 +161,19 @@ class TryOnRepository(Protocol):
 
     def by_idempotency_key(self, user_id: str, key: str) -> TryOn | None: ...
 
-    def save(self, tryon: TryOn) -> None:
-        """Persist the try-on's state; this also ends the current step's lease."""
+    def update(self, tryon: TryOn) -> bool:
+        """Write the try-on's state if the row is still at ``tryon.version`` (bumping it) and end the
+        current step's lease; False when another change got there first."""
         ...
 
-    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> bool:
-        """Take the try-on for one step unless it is settled or another worker's lease is still running."""
+    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> TryOn | None:
+        """Take the try-on for one step unless it is settled or another worker's lease is still running;
+        the claimed try-on (its version bumped, so an older holder's writes lose), or None."""
         ...
 
     def unsettled_for_upload(self, upload_id: str) -> int: ...
+
+    def unsettled_for_user(self, user_id: str) -> int: ...
 
     def delete_for_user(self, user_id: str) -> int: ...
 
@@ -148,7 +185,9 @@ class TryOnRepository(Protocol):
 class ResultRepository(Protocol):
     def add_if_absent(self, result: TryOnResult) -> None: ...
 
-    def set_favorite(self, result_id: str, favorite: bool) -> None: ...
+    def set_favorite(self, result_id: str, favorite: bool, now: datetime) -> bool:
+        """Flip the flag if it is not already ``favorite`` and no sweep is deleting the result."""
+        ...
 
     def for_upload(self, upload_id: str) -> list[TryOnResult]: ...
 
@@ -160,11 +199,26 @@ class ResultRepository(Protocol):
         """Results that are not favourites, created before the cut-off."""
         ...
 
-    def claim_sweep(self, result_id: str, now: datetime, lease_until: datetime) -> bool: ...
+    def claim_sweep(self, result_id: str, now: datetime, lease_until: datetime) -> bool:
+        """Take a result for deletion: only if it is not a favourite and no other sweep holds it."""
+        ...
 
     def for_tryon(self, tryon_id: str) -> list[TryOnResult]: ...
 
     def get(self, result_id: str) -> TryOnResult | None: ...
+
+
+class UsageRepository(Protocol):
+    """What each user has used of their limits."""
+
+    def hold(self, user_id: str, today: str) -> int:
+        """Lock the user's usage until this transaction ends (a user's orders run one at a time) and
+        return the images ordered on ``today`` (an ISO date, UTC) so far."""
+        ...
+
+    def record_images(self, user_id: str, today: str, images: int) -> None:
+        """Set the images ordered on ``today``; only inside the transaction that holds the usage."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -174,6 +228,7 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     tryons: TryOnRepository
     results: ResultRepository
+    usage: UsageRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -194,7 +249,10 @@ class TryOnQueue(Protocol):
 
     def advance_in(self, tryon_id: str, seconds: float) -> None: ...
 
-    def expire_upload_at(self, upload_id: str, when: datetime) -> None: ...
+    def expire_upload_at(self, upload_id: str, when: datetime) -> None:
+        """Schedule the upload's expiry check; scheduling again for the same upload replaces the earlier
+        one, so an upload has at most one pending expiry however often its deadline moves."""
+        ...
 
 
 class SourceUrlSigner(Protocol):

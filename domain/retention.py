@@ -4,40 +4,52 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 
-from domain.model import AuditEvent, UploadStatus
-from domain.ports import Clock, UnitOfWork, UploadStorage
+from domain.model import AuditEvent, Upload, UploadStatus
+from domain.ports import Clock, TryOnQueue, UnitOfWork, UploadStorage
 
 log = logging.getLogger(__name__)
 
 
 class SourceExpiry:
     def __init__(
-        self, *, storage: UploadStorage, unit_of_work: Callable[[], UnitOfWork], clock: Clock
+        self,
+        *,
+        storage: UploadStorage,
+        unit_of_work: Callable[[], UnitOfWork],
+        clock: Clock,
+        queue: TryOnQueue | None = None,
     ) -> None:
         self._storage = storage
         self._unit_of_work = unit_of_work
         self._clock = clock
+        self._queue = queue
 
     def expire(self, upload_id: str) -> bool:
         """Delete the stored selfie if its deadline has passed, no try-on still needs it and none of its
-        results is a favourite."""
+        results is a favourite — decided and marked in one conditional update, so a try-on ordered or a
+        favourite set at the same moment either keeps the selfie or finds it gone, never half of each.
+
+        Run before its deadline (the deadline moved since this was scheduled), it schedules itself again
+        for the new one. Kept for a try-on or a favourite, it waits: settling the try-on or the last
+        unfavourite schedules it anew."""
         now = self._clock.now()
+        current: Upload | None = None
         with self._unit_of_work() as uow:
-            upload = uow.uploads.get(upload_id)
-            busy = uow.tryons.unsettled_for_upload(upload_id) or any(
-                result.favorite for result in uow.results.for_upload(upload_id)
-            )
-        if upload is None or upload.status is not UploadStatus.VERIFIED or upload.expires_at > now or busy:
-            return False
-        for key in upload.object_keys():
-            self._storage.delete(key)
-        with self._unit_of_work() as uow:
-            uow.uploads.save(replace(upload, status=UploadStatus.DELETED, updated_at=now))
-            uow.audit.append(
-                AuditEvent("upload.deleted", upload.user_id, upload_id, "success", now, "retention")
-            )
+            deleted = uow.uploads.expire_if_due(upload_id, now)
+            if deleted is not None:
+                uow.audit.append(
+                    AuditEvent("upload.deleted", deleted.user_id, upload_id, "success", now, "retention")
+                )
+            else:
+                current = uow.uploads.get(upload_id)
             uow.commit()
+        if deleted is None:
+            verified = current is not None and current.status is UploadStatus.VERIFIED
+            if verified and current is not None and current.expires_at > now and self._queue is not None:
+                self._queue.expire_upload_at(upload_id, current.expires_at)
+            return False
+        for key in deleted.object_keys():
+            self._storage.delete(key)
         log.info("source selfie deleted", extra={"upload_id": upload_id, "reason": "retention"})
         return True

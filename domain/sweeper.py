@@ -82,8 +82,12 @@ class Sweeper:
             if self._claim_upload(upload.upload_id, now, lease_until, counts):
                 self._purge(upload, now, counts)
         for upload_id in overdue:
-            if self._claim_upload(upload_id, now, lease_until, counts) and self._expiry.expire(upload_id):
+            if not self._claim_upload(upload_id, now, lease_until, counts):
+                continue
+            if self._expiry.expire(upload_id):
                 counts.sources_deleted += 1
+            else:  # kept (a favourite, a try-on, a new deadline): let the next pass look again at once
+                self._release_upload(upload_id)
         for result in expired:
             with self._unit_of_work() as uow:
                 claimed = uow.results.claim_sweep(result.result_id, now, lease_until)
@@ -113,6 +117,11 @@ class Sweeper:
             counts.skipped += 1
         return claimed
 
+    def _release_upload(self, upload_id: str) -> None:
+        with self._unit_of_work() as uow:
+            uow.uploads.release_sweep(upload_id)
+            uow.commit()
+
     def _purge(self, upload: Upload, now: datetime, counts: SweepCounts) -> None:
         if upload.status is UploadStatus.DELETED:  # a user's deletion that a dead process left unfinished
             counts.results_deleted += self._deleted.finish(upload, "user_request")
@@ -124,12 +133,16 @@ class Sweeper:
         never_completed = upload.status in NEVER_COMPLETED
         status = UploadStatus.EXPIRED if never_completed else upload.status
         with self._unit_of_work() as uow:
-            uow.uploads.mark_purged(upload.upload_id, now, status)
-            if never_completed:
+            won = uow.uploads.mark_purged(upload, now, status)
+            if won and never_completed:
                 event = AuditEvent(
                     "upload.expired", upload.user_id, upload.upload_id, "success", now, "never_completed"
                 )
                 uow.audit.append(event)
+            if not won:  # it changed since it was listed (deleted, say): the next pass sees it as it is now
+                uow.uploads.release_sweep(upload.upload_id)
             uow.commit()
+        if not won:
+            return
         counts.objects_purged += 1
         counts.intents_expired += int(never_completed)

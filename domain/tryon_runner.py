@@ -23,6 +23,8 @@ from domain.tryons import TERMINAL, TryOn, TryOnError, TryOnResult, TryOnStatus
 
 log = logging.getLogger(__name__)
 
+SOURCE_GONE = "the selfie was deleted or expired; upload it again"
+
 
 @dataclass(frozen=True)
 class RunnerPolicy:
@@ -73,13 +75,12 @@ class TryOnRunner:
         now = self._clock.now()
         try:
             with self._unit_of_work() as uow:
-                claimed = uow.tryons.claim(tryon_id, now, now + timedelta(seconds=self._policy.lease_seconds))
-                tryon = uow.tryons.get(tryon_id)
+                tryon = uow.tryons.claim(tryon_id, now, now + timedelta(seconds=self._policy.lease_seconds))
                 uow.commit()
         except DependencyUnavailable as outage:
             self._retry_later(tryon_id, outage, release=False)
             return
-        if not claimed or tryon is None or tryon.status in TERMINAL:
+        if tryon is None or tryon.status in TERMINAL:
             return
         try:
             delay = self._submit(tryon, now) if tryon.submission is None else self._check(tryon, now)
@@ -101,7 +102,7 @@ class TryOnRunner:
                     current = uow.tryons.get(tryon_id)
                     if current is not None and current.status not in TERMINAL:
                         retry_at = self._clock.now() + timedelta(seconds=delay)
-                        uow.tryons.save(replace(current, next_action_at=retry_at))
+                        uow.tryons.update(replace(current, next_action_at=retry_at))
                     uow.commit()
             except DependencyUnavailable:
                 return  # the lease runs out and the reconciler finds the try-on again
@@ -122,7 +123,7 @@ class TryOnRunner:
         with self._unit_of_work() as uow:
             upload = uow.uploads.get(tryon.upload_id)
         if upload is None or upload.status is not UploadStatus.VERIFIED or upload.stored is None:
-            self._settle_failed(tryon, now, attempt, "source_expired", "the selfie is no longer stored")
+            self._settle_failed(tryon, now, attempt, "source_expired", SOURCE_GONE)
             return None
         ttl = self._policy.image_url_ttl_seconds
         url = self._signer.presign_get(upload.stored.object_key, ttl)
@@ -147,12 +148,18 @@ class TryOnRunner:
             next_action_at=now + timedelta(seconds=self._policy.poll_seconds),
         )
         details = {"attempt": attempt, "request_id": submission.request_id}
-        self._save(running, self._event("falai.invoked", tryon, now, "submitted", details=details))
+        if not self._save(running, self._event("falai.invoked", tryon, now, "submitted", details=details)):
+            self._generator.cancel(submission)  # lost to another change: this submission is nobody's
+            return None
         return self._policy.poll_seconds
 
     def _check(self, tryon: TryOn, now: datetime) -> float | None:
         submission = tryon.submission
         assert submission is not None
+        if not self._source_still_verified(tryon):
+            self._generator.cancel(submission)
+            self._settle_failed(tryon, now, tryon.attempts, "source_expired", SOURCE_GONE)
+            return None
         try:
             if tryon.submitted_at and now - tryon.submitted_at > timedelta(
                 seconds=self._policy.attempt_timeout_seconds
@@ -160,8 +167,8 @@ class TryOnRunner:
                 self._generator.cancel(submission)
                 raise GenerationFailed("fal did not finish in time", code="upstream_timeout", retryable=True)
             if self._generator.state(submission) is not JobState.COMPLETED:
-                self._save(replace(tryon, next_action_at=now + timedelta(seconds=self._policy.poll_seconds)))
-                return self._policy.poll_seconds
+                polled = replace(tryon, next_action_at=now + timedelta(seconds=self._policy.poll_seconds))
+                return self._policy.poll_seconds if self._save(polled) else None
             images = self._generator.result(submission)
             if not images:
                 raise GenerationFailed("fal returned no image", code="generation_failed", retryable=True)
@@ -170,6 +177,11 @@ class TryOnRunner:
             return self._attempt_failed(tryon, now, tryon.attempts, failure)
         self._settle_succeeded(tryon, now, stored)
         return None
+
+    def _source_still_verified(self, tryon: TryOn) -> bool:
+        with self._unit_of_work() as uow:
+            upload = uow.uploads.get(tryon.upload_id)
+        return upload is not None and upload.status is UploadStatus.VERIFIED
 
     def _store(self, tryon: TryOn, now: datetime, position: int, image: Any) -> TryOnResult:
         downloaded = self._generator.download(image, self._policy.max_result_bytes)
@@ -205,10 +217,8 @@ class TryOnRunner:
                 submitted_at=None,
                 next_action_at=now + timedelta(seconds=delay),
             )
-            self._save(
-                retry, self._event("falai.failed", tryon, now, "retrying", failure.code, details=details)
-            )
-            return delay
+            event = self._event("falai.failed", tryon, now, "retrying", failure.code, details=details)
+            return delay if self._save(retry, event) else None
         self._settle_failed(
             tryon, now, attempt, failure.code, failure.detail, retryable=failure.retryable, details=details
         )
@@ -233,10 +243,11 @@ class TryOnRunner:
             error=TryOnError(code, message, retryable),
             next_action_at=None,
         )
-        self._save(
-            failed,
-            self._event("falai.failed", tryon, now, "failed", code, details=details or {"attempt": attempt}),
+        event = self._event(
+            "falai.failed", tryon, now, "failed", code, details=details or {"attempt": attempt}
         )
+        if not self._save(failed, event):
+            return
         self._schedule_source_deletion(tryon, now)
         log.info("try-on failed", extra={"tryon_id": tryon.tryon_id, "code": code, "attempts": attempt})
 
@@ -251,31 +262,54 @@ class TryOnRunner:
             for r in stored
         ]
         with self._unit_of_work() as uow:
-            for result in stored:
-                uow.results.add_if_absent(result)
-            uow.tryons.save(done)
-            for event in events:
-                uow.audit.append(event)
-            uow.commit()
+            # Holding the upload orders this against a deletion: either the deletion comes after and
+            # finds these results, or it came first and nothing is kept.
+            source_kept = uow.uploads.lock_verified(tryon.upload_id) is not None
+            won = source_kept and uow.tryons.update(done)
+            if won:
+                for result in stored:
+                    uow.results.add_if_absent(result)
+                for event in events:
+                    uow.audit.append(event)
+                uow.commit()
+        if not won:
+            self._discard(tryon, now, stored, source_kept=source_kept)
+            return
         self._schedule_source_deletion(tryon, now)
         log.info("try-on succeeded", extra={"tryon_id": tryon.tryon_id, "results": len(stored)})
+
+    def _discard(self, tryon: TryOn, now: datetime, stored: list[TryOnResult], *, source_kept: bool) -> None:
+        """Results made for a try-on that lost a race go, unless they are on record (a twin step of this
+        same try-on settled it first with the very same objects)."""
+        with self._unit_of_work() as uow:
+            on_record = {r.object_key for r in uow.results.for_tryon(tryon.tryon_id)}
+        for result in stored:
+            if result.object_key not in on_record:
+                self._results.delete(result.object_key)
+        log.info("try-on results discarded", extra={"tryon_id": tryon.tryon_id, "source_kept": source_kept})
+        if not source_kept:
+            self._settle_failed(tryon, now, tryon.attempts, "source_expired", SOURCE_GONE)
 
     def _schedule_source_deletion(self, tryon: TryOn, now: datetime) -> None:
         """The selfie lives SOURCE_RETENTION_SECONDS after its last try-on completes."""
         when = now + timedelta(seconds=self._policy.source_retention_seconds)
         with self._unit_of_work() as uow:
-            upload = uow.uploads.get(tryon.upload_id)
-            if upload is not None and upload.status is UploadStatus.VERIFIED:
-                uow.uploads.save(replace(upload, expires_at=when))
+            moved = uow.uploads.set_deadline(tryon.upload_id, when)
             uow.commit()
-        self._queue.expire_upload_at(tryon.upload_id, when)
+        if moved:
+            self._queue.expire_upload_at(tryon.upload_id, when)
 
-    def _save(self, tryon: TryOn, event: AuditEvent | None = None) -> None:
+    def _save(self, tryon: TryOn, event: AuditEvent | None = None) -> bool:
+        """Write the step's outcome if nothing changed the try-on since this step claimed it; False when
+        something did (erased, or a twin step after a lost lease): this step then stops."""
         with self._unit_of_work() as uow:
-            uow.tryons.save(tryon)
-            if event is not None:
+            won = uow.tryons.update(tryon)
+            if won and event is not None:
                 uow.audit.append(event)
             uow.commit()
+        if not won:
+            log.info("try-on step lost a race", extra={"tryon_id": tryon.tryon_id})
+        return won
 
     @staticmethod
     def _event(

@@ -6,12 +6,13 @@ import enum
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from domain.errors import Conflict, DependencyUnavailable, Gone, InvalidRequest, NotFound
+from domain.errors import Conflict, DependencyUnavailable, Gone, InvalidRequest, LimitExceeded, NotFound
 from domain.generation import Submission
 from domain.model import AuditEvent, UploadStatus
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 OUTPUT_FORMATS = ("jpeg", "png", "webp")
 MAX_PROMPT_CHARS = 1000
 MAX_IMAGES = 4
+ACTIVE_RETRY_AFTER_SECONDS = 10
+"""A try-on usually settles within seconds; asking again after this is reasonable."""
 
 
 class TryOnStatus(enum.StrEnum):
@@ -60,6 +63,8 @@ class TryOn:
     submission: Submission | None = None
     submitted_at: datetime | None = None
     next_action_at: datetime | None = None
+    version: int = 0
+    """Compare-and-set token, as ``Upload.version``: bumped by every change, including each claim."""
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,20 @@ class TryOnOrder:
             )
 
 
+@dataclass(frozen=True)
+class TryOnLimits:
+    """What one user may have in flight and order per UTC day: each image is a paid generation."""
+
+    max_active: int = 3
+    daily_images: int = 40
+
+
 class TryOnDesk:
     """Takes try-on orders: only for the caller's own verified, unexpired upload; at most once per
-    Idempotency-Key. The job is queued only after the try-on is committed."""
+    Idempotency-Key; within the caller's limits. The job is queued only after the try-on is committed.
+
+    A user's orders are serialised by holding their usage row for the whole transaction, so two orders at
+    once can neither both pass a limit nor both create a try-on for the same Idempotency-Key."""
 
     def __init__(
         self,
@@ -113,17 +129,20 @@ class TryOnDesk:
         results: ResultStorage,
         clock: Clock,
         ids: IdGenerator,
+        limits: TryOnLimits | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._results = results
         self._queue = queue
         self._clock = clock
         self._ids = ids
+        self._limits = limits or TryOnLimits()
 
     def order(self, user_id: str, order: TryOnOrder, idempotency_key: str | None = None) -> TryOn:
         order.check()
         now = self._clock.now().replace(microsecond=0)
         with self._unit_of_work() as uow:
+            used_today = uow.usage.hold(user_id, now.date().isoformat())
             if idempotency_key is not None:
                 earlier = uow.tryons.by_idempotency_key(user_id, idempotency_key)
                 if earlier is not None:
@@ -142,6 +161,9 @@ class TryOnDesk:
                 raise Gone("that upload is gone; upload the selfie again", code="upload_expired")
             if upload.expires_at <= now:
                 raise Gone("that upload has expired; upload the selfie again", code="upload_expired")
+            self._check_limits(uow, user_id, order, used_today, now)
+            if uow.uploads.lock_verified(order.upload_id) is None:  # deleted since it was read
+                raise Gone("that upload is gone; upload the selfie again", code="upload_expired")
             tryon = TryOn(
                 tryon_id=self._ids.new_id(),
                 user_id=user_id,
@@ -155,6 +177,7 @@ class TryOnDesk:
                 next_action_at=now,
             )
             uow.tryons.add(tryon)
+            uow.usage.record_images(user_id, now.date().isoformat(), used_today + order.num_images)
             uow.audit.append(
                 AuditEvent(
                     "tryon.requested",
@@ -171,6 +194,24 @@ class TryOnDesk:
         except DependencyUnavailable:
             log.warning("try-on not queued yet; the reconciler will", extra={"tryon_id": tryon.tryon_id})
         return tryon
+
+    def _check_limits(
+        self, uow: UnitOfWork, user_id: str, order: TryOnOrder, used_today: int, now: datetime
+    ) -> None:
+        if uow.tryons.unsettled_for_user(user_id) >= self._limits.max_active:
+            raise LimitExceeded(
+                f"you have {self._limits.max_active} try-ons in progress; wait for one to finish",
+                code="too_many_active_tryons",
+                retry_after_seconds=ACTIVE_RETRY_AFTER_SECONDS,
+            )
+        if used_today + order.num_images > self._limits.daily_images:
+            resets_at = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
+            raise LimitExceeded(
+                f"today's {self._limits.daily_images} images are used up ({used_today} ordered);"
+                f" the quota resets at {resets_at.isoformat().replace('+00:00', 'Z')}",
+                code="quota_exceeded",
+                retry_after_seconds=math.ceil((resets_at - now).total_seconds()),
+            )
 
     def look_up(self, user_id: str, tryon_id: str) -> tuple[TryOn, list[TryOnResult]]:
         with self._unit_of_work() as uow:

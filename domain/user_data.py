@@ -1,10 +1,15 @@
-"""What users decide about their data: favourites, deleting an upload, erasing everything (US4)."""
+"""What users decide about their data: favourites, deleting an upload, erasing everything (US4).
+
+Each change is conditional on the state it expects, so these race safely with verification, the
+worker and the sweeper: a deleted upload never becomes usable again, and a favourite is either kept
+whole or deleted whole.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 from domain.deletion import DeletedUploadPurge
@@ -45,7 +50,8 @@ class UserData:
 
     def favorite(self, user_id: str, result_id: str, favorite: bool) -> None:
         """A favourite result is kept, and so is the selfie it was made from; when the last favourite of
-        a selfie goes, the selfie's SOURCE_RETENTION_SECONDS start again."""
+        a selfie goes, the selfie's SOURCE_RETENTION_SECONDS start again. Setting what is already set
+        changes nothing (no audit event, no job); a result being deleted cannot be favourited."""
         now = self._clock.now()
         with self._unit_of_work() as uow:
             result = uow.results.get(result_id)
@@ -54,46 +60,67 @@ class UserData:
             tryon = uow.tryons.get(result.tryon_id)
         if result.favorite == favorite:
             return
+        source = self._source_key(tryon.upload_id) if tryon else None
+        if favorite and source is not None:  # held before the flag flips: the backstop never takes it
+            self._uploads.hold_source(source, True)
         self._results.mark_favorite(result.object_key, favorite)
         event = "result.favorited" if favorite else "result.unfavorited"
+        new_deadline = None
         with self._unit_of_work() as uow:
-            uow.results.set_favorite(result_id, favorite)
+            if not uow.results.set_favorite(result_id, favorite, now):
+                current = uow.results.get(result_id)
+                if current is None or current.favorite != favorite:
+                    raise NotFound("no result of yours has that id", code="result_not_found")
+                return  # a concurrent identical request set it first
             uow.audit.append(AuditEvent(event, user_id, result_id, "success", now))
-            upload = uow.uploads.get(tryon.upload_id) if tryon else None
-            others = [r for r in uow.results.for_upload(upload.upload_id) if r.favorite] if upload else []
-            new_deadline = None
-            if upload and not favorite and not others and upload.status is UploadStatus.VERIFIED:
+            upload_id = tryon.upload_id if tryon else None
+            others = [r for r in uow.results.for_upload(upload_id) if r.favorite] if upload_id else []
+            if upload_id and not favorite and not others:
                 new_deadline = now + self._source_retention
-                uow.uploads.save(replace(upload, expires_at=new_deadline))
+                if not uow.uploads.set_deadline(upload_id, new_deadline):
+                    new_deadline = None  # the selfie is already gone
             uow.commit()
-        if upload is not None and new_deadline is not None:
-            self._queue.expire_upload_at(upload.upload_id, new_deadline)
+        if upload_id is not None and new_deadline is not None:
+            if source is not None:  # released after the flag: until then the row still holds it anyway
+                self._uploads.hold_source(source, False)
+            self._queue.expire_upload_at(upload_id, new_deadline)
+
+    def _source_key(self, upload_id: str) -> str | None:
+        with self._unit_of_work() as uow:
+            upload = uow.uploads.get(upload_id)
+        return upload.stored.object_key if upload is not None and upload.stored is not None else None
 
     def delete_upload(self, user_id: str, upload_id: str) -> None:
         """The selfie and the results made from it go now; favourite results stay.
 
-        The row says "deleted" before any object goes: the selfie is unusable at once, and if this
-        process dies half-way the sweeper finishes the deletion (objects, then rows)."""
+        The row says "deleted" before any object goes: the selfie is unusable at once (whatever raced
+        this, nothing moves a row out of "deleted"), and if this process dies half-way the sweeper
+        finishes the deletion (objects, then rows)."""
         now = self._clock.now()
         with self._unit_of_work() as uow:
             upload = uow.uploads.get(upload_id)
             if upload is None or upload.user_id != user_id:
                 raise NotFound("no upload of yours has that id", code="upload_not_found")
-            deleted = replace(upload, status=UploadStatus.DELETED, updated_at=now)
-            uow.uploads.save(deleted)
+            uow.uploads.mark_deleted(upload_id, now)
             uow.audit.append(AuditEvent("upload.deleted", user_id, upload_id, "success", now, "user_request"))
             uow.commit()
-        self._purge.finish(deleted, "user_request")
+        with self._unit_of_work() as uow:
+            deleted = uow.uploads.get(upload_id)  # as it is now: what a verification stored is on it
+        if deleted is not None and deleted.status is UploadStatus.DELETED:
+            self._purge.finish(deleted, "user_request")
 
     def erase(self, user_id: str) -> Erasure:
-        """Every object first, then every record; the audit trail keeps ids and events only."""
+        """Every object first, then every record; the audit trail keeps ids and events only.
+
+        The uploads are marked deleted before anything is read, so a verification or a try-on finishing
+        meanwhile loses its compare-and-set and removes what it made itself."""
         now = self._clock.now()
         with self._unit_of_work() as uow:
-            uploads = uow.uploads.for_user(user_id)
-            results = uow.results.for_user(user_id)
-            for upload in uploads:  # a process that dies below leaves deletions the sweeper finishes
-                uow.uploads.save(replace(upload, status=UploadStatus.DELETED, updated_at=now))
+            uow.uploads.mark_user_deleted(user_id, now)
             uow.commit()
+        with self._unit_of_work() as uow:
+            uploads = [u for u in uow.uploads.for_user(user_id) if u.status is UploadStatus.DELETED]
+            results = uow.results.for_user(user_id)
         for upload in uploads:
             for key in upload.object_keys():
                 self._uploads.delete(key)

@@ -16,10 +16,19 @@ from typing import Any, NoReturn
 
 from domain.errors import Conflict, ContentRejected, DependencyUnavailable, Forbidden, Gone, NotFound
 from domain.faces import FacePolicy
-from domain.model import IMAGE_EXTENSIONS, AuditEvent, SanitizedImage, StoredImage, Upload, UploadStatus
+from domain.model import (
+    AuditEvent,
+    SanitizedImage,
+    StoredImage,
+    Upload,
+    UploadStatus,
+    source_object_key,
+)
 from domain.ports import Clock, FaceDetector, ImageSanitizer, UnitOfWork, UploadStorage
 
 log = logging.getLogger(__name__)
+
+_GONE = (UploadStatus.DELETED, UploadStatus.EXPIRED, UploadStatus.REJECTED)
 
 
 @dataclass(frozen=True)
@@ -30,12 +39,6 @@ class VerificationPolicy:
     """How long after the PUT URL expires the client may still complete."""
     claim_lease_seconds: int = 120
     """After this, a verification that never finished (a crashed process) may be taken over."""
-
-
-def stored_key(upload: Upload, content_type: str) -> str:
-    """The sanitised copy lives apart from what clients PUT: the bucket's 1-day lifecycle backstop
-    expires ``uploads/`` only, while a source kept for a favourite must outlive it."""
-    return f"sources/{upload.user_id}/{upload.upload_id}.{IMAGE_EXTENSIONS[content_type]}"
 
 
 def sha256_base64(data: bytes) -> str:
@@ -78,12 +81,12 @@ class UploadVerifier:
         with self._unit_of_work() as uow:
             claimed = uow.uploads.claim_for_verification(upload_id, now, stale_before)
             uow.commit()
-        if not claimed:
+        if claimed is None:
             return self._answer_for_someone_elses_claim(user_id, upload_id, now)
         try:
-            return self._verify(upload, now)
+            return self._verify(claimed, now)
         except DependencyUnavailable:
-            self._release(upload, now)
+            self._release(claimed, now)
             raise
 
     def _owned(self, user_id: str, upload_id: str, now: datetime) -> Upload:
@@ -141,7 +144,7 @@ class UploadVerifier:
         return self._accept(upload, now, image, len(faces))
 
     def _accept(self, upload: Upload, now: datetime, image: SanitizedImage, faces: int) -> Upload:
-        key = stored_key(upload, image.content_type)
+        key = source_object_key(upload.user_id, upload.upload_id, image.content_type)
         self._storage.put_new(key, image.data, image.content_type)
         stored = StoredImage(
             key, image.content_type, len(image.data), image.width, image.height, sha256_base64(image.data)
@@ -155,14 +158,35 @@ class UploadVerifier:
         )
         details = {"size": stored.size, "width": image.width, "height": image.height, "faces": faces}
         with self._unit_of_work() as uow:
-            uow.uploads.save(verified)
-            uow.audit.append(
-                self._event("upload.validated", upload.user_id, upload.upload_id, now, None, details=details)
-            )
+            won = uow.uploads.update(verified)
+            if won:
+                uow.audit.append(
+                    self._event(
+                        "upload.validated", upload.user_id, upload.upload_id, now, None, details=details
+                    )
+                )
             uow.commit()
+        if not won:
+            return self._lost_while_verifying(upload, now, key)
         self._delete_original(upload)
         log.info("upload verified", extra={"upload_id": upload.upload_id, **details})
-        return verified
+        return replace(verified, version=verified.version + 1)
+
+    def _lost_while_verifying(self, upload: Upload, now: datetime, stored_key: str) -> Upload:
+        """The upload changed under this verification. Deleted or erased meanwhile: what this verification
+        stored goes (the deletion may have run before the copy existed). Taken over after a stall, or
+        verified by the other claimant: the copy is that verification's too, and stays."""
+        with self._unit_of_work() as uow:
+            current = uow.uploads.get(upload.upload_id)
+        if current is None or current.status in _GONE:
+            self._storage.delete(stored_key)
+            self._storage.delete(upload.object_key)
+            log.info("verification lost to a deletion", extra={"upload_id": upload.upload_id})
+            raise Gone("the upload was deleted; upload the selfie again", code="upload_expired")
+        settled = self._settled(current)
+        if settled is not None:
+            return settled
+        raise Conflict("the upload is being verified; retry in a moment", code="upload_missing")
 
     def _delete_original(self, upload: Upload) -> None:
         """The client's bytes (EXIF, GPS and all) go as soon as the sanitised copy is on record."""
@@ -176,10 +200,12 @@ class UploadVerifier:
         rejected = replace(upload, status=UploadStatus.REJECTED, rejection_reason=reason, updated_at=now)
         details = {"declared_size": upload.content_length, "declared_type": upload.content_type, **details}
         with self._unit_of_work() as uow:
-            uow.uploads.save(rejected)
-            uow.audit.append(
-                self._event("upload.rejected", upload.user_id, upload.upload_id, now, reason, details=details)
-            )
+            if uow.uploads.update(rejected):  # lost: deleted meanwhile, and the object is gone either way
+                uow.audit.append(
+                    self._event(
+                        "upload.rejected", upload.user_id, upload.upload_id, now, reason, details=details
+                    )
+                )
             uow.commit()
         log.info("upload rejected", extra={"upload_id": upload.upload_id, "reason": reason, **details})
         raise ContentRejected(f"the upload was rejected: {reason}", code=reason)
@@ -188,10 +214,10 @@ class UploadVerifier:
         self._storage.delete(upload.object_key)
         expired = replace(upload, status=UploadStatus.EXPIRED, updated_at=now)
         with self._unit_of_work() as uow:
-            uow.uploads.save(expired)
-            uow.audit.append(
-                self._event("upload.expired", upload.user_id, upload.upload_id, now, "upload_expired")
-            )
+            if uow.uploads.update(expired):  # lost: deleted meanwhile; gone is still the answer
+                uow.audit.append(
+                    self._event("upload.expired", upload.user_id, upload.upload_id, now, "upload_expired")
+                )
             uow.commit()
         raise Gone(
             "the upload URL expired before the upload was completed; ask for a new one", code="upload_expired"
@@ -199,8 +225,8 @@ class UploadVerifier:
 
     def _release(self, upload: Upload, now: datetime) -> None:
         """Hand an unfinished verification back, so a retry can start at once."""
-        with self._unit_of_work() as uow:
-            uow.uploads.save(replace(upload, status=UploadStatus.ISSUED, updated_at=now))
+        with self._unit_of_work() as uow:  # lost: deleted meanwhile, and nothing is left to hand back
+            uow.uploads.update(replace(upload, status=UploadStatus.ISSUED, updated_at=now))
             uow.commit()
 
     def _refuse(self, upload: Upload, now: datetime, error: Forbidden | Conflict) -> NoReturn:

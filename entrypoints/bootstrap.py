@@ -40,7 +40,7 @@ from domain.retention import SourceExpiry
 from domain.scrubbing import Scrubber
 from domain.sweeper import Sweeper, SweepPolicy
 from domain.tryon_runner import RunnerPolicy, TryOnRunner
-from domain.tryons import TryOnDesk
+from domain.tryons import TryOnDesk, TryOnLimits
 from domain.uploads import UploadIssuer, UploadPolicy
 from domain.user_data import UserData
 from domain.verification import UploadVerifier, VerificationPolicy
@@ -214,7 +214,7 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             clock=clock,
             ids=ids,
         )
-    expiry = SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock)
+    expiry = SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock, queue=ports.queue)
     return {
         "sweeper": Sweeper(
             policy=SweepPolicy(processed_retention_days=settings.processed_retention_days),
@@ -247,7 +247,14 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
         ),
         "face_detector": detector,
         "tryon_desk": TryOnDesk(
-            unit_of_work=unit_of_work, queue=ports.queue, results=ports.results, clock=clock, ids=ids
+            unit_of_work=unit_of_work,
+            queue=ports.queue,
+            results=ports.results,
+            clock=clock,
+            ids=ids,
+            limits=TryOnLimits(
+                max_active=settings.max_active_tryons, daily_images=settings.daily_image_quota
+            ),
         ),
         "results": ports.results,
         "source_expiry": expiry,

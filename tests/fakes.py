@@ -52,6 +52,7 @@ from domain.ports import (
     UploadRepository,
     UploadStorage,
     UploadUrlSigner,
+    UsageRepository,
 )
 from domain.tryons import TERMINAL, TryOn, TryOnResult
 
@@ -86,6 +87,7 @@ class FakeStore:
     results: dict[str, TryOnResult] = field(default_factory=dict)
     purged: dict[str, datetime] = field(default_factory=dict)
     sweep_leases: dict[str, datetime] = field(default_factory=dict)
+    usage: dict[str, tuple[str, int]] = field(default_factory=dict)
     fail_commit: bool = False
 
 
@@ -98,6 +100,9 @@ def _claim(leases: dict[str, datetime], key: str, now: datetime, lease_until: da
 
 
 class FakeUploadRepository(UploadRepository):
+    """Writes stay pending until the unit of work commits; every change is a compare-and-set on the
+    version of the upload as this transaction sees it, as the Peewee repository's conditional UPDATEs."""
+
     def __init__(self, committed: dict[str, Upload], store: FakeStore | None = None) -> None:
         self._store = store or FakeStore(uploads=committed)
         self._committed = committed
@@ -107,13 +112,71 @@ class FakeUploadRepository(UploadRepository):
     def add(self, upload: Upload) -> None:
         self.pending[upload.upload_id] = upload
 
-    def save(self, upload: Upload) -> None:
-        self.pending[upload.upload_id] = upload
+    def _write(self, upload: Upload) -> Upload:
+        written = replace(upload, version=upload.version + 1)
+        self.pending[upload.upload_id] = written
+        return written
+
+    def update(self, upload: Upload) -> bool:
+        current = self.get(upload.upload_id)
+        if current is None or current.version != upload.version:
+            return False
+        self._write(upload)
+        return True
 
     def get(self, upload_id: str) -> Upload | None:
         if upload_id in self.deleted:
             return None
         return self.pending.get(upload_id) or self._committed.get(upload_id)
+
+    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> Upload | None:
+        upload = self.get(upload_id)
+        if upload is None:
+            return None
+        stalled = upload.status is UploadStatus.VERIFYING and (upload.updated_at or now) < stale_before
+        if upload.status is not UploadStatus.ISSUED and not stalled:
+            return None
+        return self._write(replace(upload, status=UploadStatus.VERIFYING, updated_at=now))
+
+    def lock_verified(self, upload_id: str) -> Upload | None:
+        upload = self.get(upload_id)
+        if upload is None or upload.status is not UploadStatus.VERIFIED:
+            return None
+        return self._write(upload)
+
+    def set_deadline(self, upload_id: str, when: datetime) -> bool:
+        upload = self.get(upload_id)
+        if upload is None or upload.status is not UploadStatus.VERIFIED:
+            return False
+        self._write(replace(upload, expires_at=when))
+        return True
+
+    def mark_deleted(self, upload_id: str, now: datetime) -> None:
+        upload = self.get(upload_id)
+        if upload is not None and upload.status is not UploadStatus.DELETED:
+            self._write(replace(upload, status=UploadStatus.DELETED, updated_at=now))
+            self._store.purged.pop(upload_id, None)
+
+    def mark_user_deleted(self, user_id: str, now: datetime) -> int:
+        doomed = [u for u in self.for_user(user_id) if u.status is not UploadStatus.DELETED]
+        for upload in doomed:
+            self.mark_deleted(upload.upload_id, now)
+        return len(doomed)
+
+    def expire_if_due(self, upload_id: str, now: datetime) -> Upload | None:
+        upload = self.get(upload_id)
+        if upload is None or upload.status is not UploadStatus.VERIFIED or upload.expires_at > now:
+            return None
+        tryons = [t for t in self._store.tryons.values() if t.upload_id == upload_id]
+        favourites = [
+            r
+            for r in self._store.results.values()
+            if r.favorite and r.tryon_id in {t.tryon_id for t in tryons}
+        ]
+        if any(t.status not in TERMINAL for t in tryons) or favourites:
+            return None
+        self._store.purged[upload_id] = now
+        return self._write(replace(upload, status=UploadStatus.DELETED, updated_at=now))
 
     def for_user(self, user_id: str) -> list[Upload]:
         ids = {*self._committed, *self.pending} - self.deleted
@@ -121,7 +184,9 @@ class FakeUploadRepository(UploadRepository):
         return [u for u in found if u is not None and u.user_id == user_id]
 
     def delete(self, upload_id: str) -> None:
-        self.deleted.add(upload_id)
+        upload = self.get(upload_id)
+        if upload is not None and upload.status is UploadStatus.DELETED:
+            self.deleted.add(upload_id)
 
     def to_purge(self, settled_before: datetime, limit: int) -> list[Upload]:
         def due(u: Upload) -> bool:
@@ -142,19 +207,16 @@ class FakeUploadRepository(UploadRepository):
     def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool:
         return _claim(self._store.sweep_leases, f"upload:{upload_id}", now, lease_until)
 
-    def mark_purged(self, upload_id: str, now: datetime, status: UploadStatus) -> None:
-        self.pending[upload_id] = replace(self._committed[upload_id], status=status)
-        self._store.purged[upload_id] = now
+    def release_sweep(self, upload_id: str) -> None:
         self._store.sweep_leases.pop(f"upload:{upload_id}", None)
 
-    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
-        upload = self.get(upload_id)
-        if upload is None:
+    def mark_purged(self, upload: Upload, now: datetime, status: UploadStatus) -> bool:
+        current = self.get(upload.upload_id)
+        if current is None or current.version != upload.version:
             return False
-        stalled = upload.status is UploadStatus.VERIFYING and (upload.updated_at or now) < stale_before
-        if upload.status is not UploadStatus.ISSUED and not stalled:
-            return False
-        self.pending[upload_id] = replace(upload, status=UploadStatus.VERIFYING, updated_at=now)
+        self._write(replace(current, status=status, updated_at=now))
+        self._store.purged[upload.upload_id] = now
+        self._store.sweep_leases.pop(f"upload:{upload.upload_id}", None)
         return True
 
 
@@ -182,19 +244,30 @@ class FakeTryOnRepository(TryOnRepository):
         matches = [t for t in self._store.tryons.values() if (t.user_id, t.idempotency_key) == (user_id, key)]
         return matches[0] if matches else None
 
-    def save(self, tryon: TryOn) -> None:
-        self._store.tryons[tryon.tryon_id] = tryon
+    def update(self, tryon: TryOn) -> bool:
+        current = self._store.tryons.get(tryon.tryon_id)
+        if current is None or current.version != tryon.version:
+            return False
+        self._store.tryons[tryon.tryon_id] = replace(tryon, version=tryon.version + 1)
         self._store.leases.pop(tryon.tryon_id, None)
+        return True
 
-    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> bool:
+    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> TryOn | None:
         if self._store.fail_commit:
             raise PersistenceUnavailable("the database is down")
         tryon = self._store.tryons.get(tryon_id)
         held = self._store.leases.get(tryon_id)
         if tryon is None or tryon.status in TERMINAL or (held is not None and held >= now):
-            return False
+            return None
         self._store.leases[tryon_id] = lease_until
-        return True
+        claimed = replace(tryon, version=tryon.version + 1)
+        self._store.tryons[tryon_id] = claimed
+        return claimed
+
+    def unsettled_for_user(self, user_id: str) -> int:
+        return sum(
+            1 for t in self._store.tryons.values() if t.user_id == user_id and t.status not in TERMINAL
+        )
 
     def delete_for_user(self, user_id: str) -> int:
         doomed = [t for t in self._store.tryons.values() if t.user_id == user_id]
@@ -229,8 +302,13 @@ class FakeResultRepository(ResultRepository):
         found = [r for r in self._store.results.values() if r.tryon_id == tryon_id]
         return sorted(found, key=lambda r: r.position)
 
-    def set_favorite(self, result_id: str, favorite: bool) -> None:
-        self._store.results[result_id] = replace(self._store.results[result_id], favorite=favorite)
+    def set_favorite(self, result_id: str, favorite: bool, now: datetime) -> bool:
+        result = self._store.results.get(result_id)
+        swept = self._store.sweep_leases.get(f"result:{result_id}")
+        if result is None or result.favorite == favorite or (swept is not None and swept >= now):
+            return False
+        self._store.results[result_id] = replace(result, favorite=favorite)
+        return True
 
     def for_upload(self, upload_id: str) -> list[TryOnResult]:
         tryons = {t.tryon_id for t in self._store.tryons.values() if t.upload_id == upload_id}
@@ -247,10 +325,25 @@ class FakeResultRepository(ResultRepository):
         return found[:limit]
 
     def claim_sweep(self, result_id: str, now: datetime, lease_until: datetime) -> bool:
+        result = self._store.results.get(result_id)
+        if result is None or result.favorite:
+            return False
         return _claim(self._store.sweep_leases, f"result:{result_id}", now, lease_until)
 
     def get(self, result_id: str) -> TryOnResult | None:
         return self._store.results.get(result_id)
+
+
+class FakeUsageRepository(UsageRepository):
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+
+    def hold(self, user_id: str, today: str) -> int:
+        day, images = self._store.usage.get(user_id, (today, 0))
+        return images if day == today else 0
+
+    def record_images(self, user_id: str, today: str, images: int) -> None:
+        self._store.usage[user_id] = (today, images)
 
 
 class FakeUnitOfWork(UnitOfWork):
@@ -260,6 +353,7 @@ class FakeUnitOfWork(UnitOfWork):
         self.audit = FakeAuditLog()
         self.tryons = FakeTryOnRepository(store)
         self.results = FakeResultRepository(store)
+        self.usage = FakeUsageRepository(store)
 
     def __enter__(self) -> FakeUnitOfWork:
         return self

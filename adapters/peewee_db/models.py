@@ -8,6 +8,9 @@ from typing import Any
 import peewee
 
 from adapters.peewee_db.database import database_proxy
+from domain.tryons import TERMINAL
+
+SETTLED_TRYON_STATUSES = [status.value for status in TERMINAL]
 
 
 class UtcDateTimeField(peewee.DateTimeField):
@@ -62,6 +65,7 @@ class UploadRow(BaseRow):
     rejection_reason = peewee.CharField(max_length=64, null=True)
     purged_at = UtcDateTimeField(null=True)
     sweep_lease_until = UtcDateTimeField(null=True)
+    version = peewee.IntegerField(default=0)
 
     class Meta:
         table_name = "uploads"
@@ -104,6 +108,7 @@ class TryOnRow(BaseRow):
     submitted_at = UtcDateTimeField(null=True)
     next_action_at = UtcDateTimeField(null=True)
     lease_until = UtcDateTimeField(null=True)
+    version = peewee.IntegerField(default=0)
 
     class Meta:
         table_name = "tryons"
@@ -127,6 +132,15 @@ class ResultRow(BaseRow):
         table_name = "tryon_results"
 
 
+class UsageRow(BaseRow):
+    user_id = peewee.CharField(max_length=128, primary_key=True)
+    quota_day = peewee.CharField(max_length=10)
+    images = peewee.IntegerField()
+
+    class Meta:
+        table_name = "user_usage"
+
+
 def bound_to(db: peewee.Database, *models: type[peewee.Model]) -> Any:
     """Run queries of ``models`` (default: every row model) on ``db`` whatever the proxy points at.
 
@@ -134,5 +148,5 @@ def bound_to(db: peewee.Database, *models: type[peewee.Model]) -> Any:
     naming ``db`` at execute time is not enough when the proxy is bound elsewhere.
     """
     return db.bind_ctx(
-        models or (UploadRow, AuditRow, TryOnRow, ResultRow), bind_refs=False, bind_backrefs=False
+        models or (UploadRow, AuditRow, TryOnRow, ResultRow, UsageRow), bind_refs=False, bind_backrefs=False
     )

@@ -11,11 +11,20 @@ from datetime import datetime
 from typing import Any
 
 import peewee
+from peewee import fn
 
 from adapters.peewee_db.database import unavailable_on_failure
-from adapters.peewee_db.models import AuditRow, UploadRow, bound_to
+from adapters.peewee_db.models import (
+    SETTLED_TRYON_STATUSES,
+    AuditRow,
+    ResultRow,
+    TryOnRow,
+    UploadRow,
+    UsageRow,
+    bound_to,
+)
 from domain.model import AuditEvent, StoredImage, Upload, UploadStatus
-from domain.ports import AuditLog, UploadRepository
+from domain.ports import AuditLog, UploadRepository, UsageRepository
 
 
 class PeeweeUploadRepository(UploadRepository):
@@ -26,11 +35,79 @@ class PeeweeUploadRepository(UploadRepository):
         with unavailable_on_failure("recording an upload"), bound_to(self._db):
             UploadRow.insert(upload_id=upload.upload_id, **_columns(upload)).execute(self._db)
 
-    def save(self, upload: Upload) -> None:
+    def update(self, upload: Upload) -> bool:
+        at_version = (UploadRow.upload_id == upload.upload_id) & (UploadRow.version == upload.version)
         with unavailable_on_failure("updating an upload"), bound_to(self._db):
-            UploadRow.update(**_columns(upload)).where(UploadRow.upload_id == upload.upload_id).execute(
-                self._db
+            query = UploadRow.update(version=UploadRow.version + 1, **_columns(upload)).where(at_version)
+            return bool(query.execute(self._db) == 1)
+
+    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> Upload | None:
+        issued = UploadRow.status == UploadStatus.ISSUED.value
+        stalled = (UploadRow.status == UploadStatus.VERIFYING.value) & (UploadRow.updated_at < stale_before)
+        with unavailable_on_failure("claiming an upload"), bound_to(self._db):
+            changed = (
+                UploadRow.update(
+                    status=UploadStatus.VERIFYING.value, updated_at=now, version=UploadRow.version + 1
+                )
+                .where((UploadRow.upload_id == upload_id) & (issued | stalled))
+                .execute(self._db)
             )
+        return self.get(upload_id) if changed == 1 else None
+
+    def lock_verified(self, upload_id: str) -> Upload | None:
+        verified = (UploadRow.upload_id == upload_id) & (UploadRow.status == UploadStatus.VERIFIED.value)
+        with unavailable_on_failure("holding an upload"), bound_to(self._db):
+            changed = UploadRow.update(version=UploadRow.version + 1).where(verified).execute(self._db)
+        return self.get(upload_id) if changed == 1 else None
+
+    def set_deadline(self, upload_id: str, when: datetime) -> bool:
+        verified = (UploadRow.upload_id == upload_id) & (UploadRow.status == UploadStatus.VERIFIED.value)
+        with unavailable_on_failure("moving a deadline"), bound_to(self._db):
+            query = UploadRow.update(expires_at=when, version=UploadRow.version + 1).where(verified)
+            return bool(query.execute(self._db) == 1)
+
+    def mark_deleted(self, upload_id: str, now: datetime) -> None:
+        self._mark_deleted(UploadRow.upload_id == upload_id, now)
+
+    def mark_user_deleted(self, user_id: str, now: datetime) -> int:
+        return self._mark_deleted(UploadRow.user_id == user_id, now)
+
+    def _mark_deleted(self, which: Any, now: datetime) -> int:
+        """Unpurged again, so the sweeper finishes a deletion whose process died half-way."""
+        not_yet = UploadRow.status != UploadStatus.DELETED.value
+        with unavailable_on_failure("marking uploads deleted"), bound_to(self._db):
+            query = UploadRow.update(
+                status=UploadStatus.DELETED.value,
+                updated_at=now,
+                purged_at=None,
+                version=UploadRow.version + 1,
+            )
+            return int(query.where(which & not_yet).execute(self._db))
+
+    def expire_if_due(self, upload_id: str, now: datetime) -> Upload | None:
+        unsettled = TryOnRow.select(TryOnRow.tryon_id).where(
+            (TryOnRow.upload_id == upload_id) & TryOnRow.status.not_in(SETTLED_TRYON_STATUSES)
+        )
+        favourites = ResultRow.select(ResultRow.result_id).where(
+            ResultRow.tryon_id.in_(TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.upload_id == upload_id))
+            & (ResultRow.favorite == True)  # noqa: E712
+        )
+        due = (
+            (UploadRow.upload_id == upload_id)
+            & (UploadRow.status == UploadStatus.VERIFIED.value)
+            & (UploadRow.expires_at <= now)
+            & ~fn.EXISTS(unsettled)
+            & ~fn.EXISTS(favourites)
+        )
+        with unavailable_on_failure("expiring an upload"), bound_to(self._db):
+            query = UploadRow.update(
+                status=UploadStatus.DELETED.value,
+                updated_at=now,
+                purged_at=now,
+                version=UploadRow.version + 1,
+            )
+            changed = query.where(due).execute(self._db)
+        return self.get(upload_id) if changed == 1 else None
 
     def for_user(self, user_id: str) -> list[Upload]:
         with unavailable_on_failure("reading uploads"), bound_to(self._db):
@@ -38,8 +115,9 @@ class PeeweeUploadRepository(UploadRepository):
             return [_upload(row) for row in query.execute(self._db)]
 
     def delete(self, upload_id: str) -> None:
+        deleted = (UploadRow.upload_id == upload_id) & (UploadRow.status == UploadStatus.DELETED.value)
         with unavailable_on_failure("deleting an upload"), bound_to(self._db):
-            UploadRow.delete().where(UploadRow.upload_id == upload_id).execute(self._db)
+            UploadRow.delete().where(deleted).execute(self._db)
 
     def to_purge(self, settled_before: datetime, limit: int) -> list[Upload]:
         unfinished = [s.value for s in (UploadStatus.ISSUED, UploadStatus.VERIFYING)]
@@ -72,23 +150,22 @@ class PeeweeUploadRepository(UploadRepository):
             changed = query.where((UploadRow.upload_id == upload_id) & free).execute(self._db)
         return bool(changed == 1)
 
-    def mark_purged(self, upload_id: str, now: datetime, status: UploadStatus) -> None:
-        with unavailable_on_failure("recording a purge"), bound_to(self._db):
-            query = UploadRow.update(
-                purged_at=now, status=status.value, updated_at=now, sweep_lease_until=None
-            )
+    def release_sweep(self, upload_id: str) -> None:
+        with unavailable_on_failure("releasing a sweep lease"), bound_to(self._db):
+            query = UploadRow.update(sweep_lease_until=None)
             query.where(UploadRow.upload_id == upload_id).execute(self._db)
 
-    def claim_for_verification(self, upload_id: str, now: datetime, stale_before: datetime) -> bool:
-        issued = UploadRow.status == UploadStatus.ISSUED.value
-        stalled = (UploadRow.status == UploadStatus.VERIFYING.value) & (UploadRow.updated_at < stale_before)
-        with unavailable_on_failure("claiming an upload"), bound_to(self._db):
-            changed = (
-                UploadRow.update(status=UploadStatus.VERIFYING.value, updated_at=now)
-                .where((UploadRow.upload_id == upload_id) & (issued | stalled))
-                .execute(self._db)
+    def mark_purged(self, upload: Upload, now: datetime, status: UploadStatus) -> bool:
+        at_version = (UploadRow.upload_id == upload.upload_id) & (UploadRow.version == upload.version)
+        with unavailable_on_failure("recording a purge"), bound_to(self._db):
+            query = UploadRow.update(
+                purged_at=now,
+                status=status.value,
+                updated_at=now,
+                sweep_lease_until=None,
+                version=UploadRow.version + 1,
             )
-        return bool(changed == 1)
+            return bool(query.where(at_version).execute(self._db) == 1)
 
     def get(self, upload_id: str) -> Upload | None:
         with unavailable_on_failure("reading an upload"), bound_to(self._db):
@@ -144,6 +221,7 @@ def _upload(row: Any) -> Upload:
         updated_at=row.updated_at,
         stored=stored,
         rejection_reason=row.rejection_reason,
+        version=row.version,
     )
 
 
@@ -187,3 +265,23 @@ class PeeweeAuditLog(AuditLog):
             )
             for row in rows
         ]
+
+
+class PeeweeUsageRepository(UsageRepository):
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
+
+    def hold(self, user_id: str, today: str) -> int:
+        """A write first, so the lock is taken at once: on Postgres the row lock, on SQLite the database's
+        write lock (a read first would let SQLite fail the later write instead of waiting)."""
+        with unavailable_on_failure("holding a user's usage"), bound_to(self._db):
+            UsageRow.insert(user_id=user_id, quota_day=today, images=0).on_conflict(
+                conflict_target=[UsageRow.user_id], update={UsageRow.user_id: UsageRow.user_id}
+            ).execute(self._db)
+            row = UsageRow.select().where(UsageRow.user_id == user_id).first(self._db)
+        return int(row.images) if row is not None and row.quota_day == today else 0
+
+    def record_images(self, user_id: str, today: str, images: int) -> None:
+        with unavailable_on_failure("recording usage"), bound_to(self._db):
+            query = UsageRow.update(quota_day=today, images=images)
+            query.where(UsageRow.user_id == user_id).execute(self._db)

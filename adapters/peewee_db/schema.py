@@ -145,9 +145,25 @@ def _add_sweep_columns(db: peewee.Database) -> None:
         execute_sql(db, statement)
 
 
+def _add_versions_and_usage(db: peewee.Database) -> None:
+    """Issue 11: a version per upload and try-on, so every state change is a compare-and-set on the
+    version it read; and one usage row per user, the lock that serialises a user's orders and the
+    count behind the daily image quota."""
+    for statement in (
+        "ALTER TABLE uploads ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tryons ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE user_usage (
+            user_id VARCHAR(128) NOT NULL PRIMARY KEY,
+            quota_day VARCHAR(10) NOT NULL,
+            images INTEGER NOT NULL)""",
+    ):
+        execute_sql(db, statement)
+
+
 VERSIONS = (
     (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
     (2, "add_verification_columns", _add_verification_columns),
     (3, "create_tryons_and_results", _create_tryons_and_results),
     (4, "add_sweep_columns", _add_sweep_columns),
+    (5, "add_versions_and_usage", _add_versions_and_usage),
 )

@@ -8,12 +8,12 @@ from typing import Any
 import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
-from adapters.peewee_db.models import ResultRow, TryOnRow, bound_to
+from adapters.peewee_db.models import SETTLED_TRYON_STATUSES, ResultRow, TryOnRow, bound_to
 from domain.generation import Submission
 from domain.ports import ResultRepository, TryOnRepository
-from domain.tryons import TERMINAL, TryOn, TryOnError, TryOnResult, TryOnStatus
+from domain.tryons import TryOn, TryOnError, TryOnResult, TryOnStatus
 
-_SETTLED = [status.value for status in TERMINAL]
+_SETTLED = SETTLED_TRYON_STATUSES
 
 
 class PeeweeTryOnRepository(TryOnRepository):
@@ -35,18 +35,24 @@ class PeeweeTryOnRepository(TryOnRepository):
             row = query.first(self._db)
         return None if row is None else _tryon(row)
 
-    def save(self, tryon: TryOn) -> None:
+    def update(self, tryon: TryOn) -> bool:
+        at_version = (TryOnRow.tryon_id == tryon.tryon_id) & (TryOnRow.version == tryon.version)
         with unavailable_on_failure("updating a try-on"), bound_to(self._db):
-            query = TryOnRow.update(lease_until=None, **_columns(tryon))
-            query.where(TryOnRow.tryon_id == tryon.tryon_id).execute(self._db)
+            query = TryOnRow.update(lease_until=None, version=TryOnRow.version + 1, **_columns(tryon))
+            return bool(query.where(at_version).execute(self._db) == 1)
 
-    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> bool:
+    def claim(self, tryon_id: str, now: datetime, lease_until: datetime) -> TryOn | None:
         free = TryOnRow.lease_until.is_null() | (TryOnRow.lease_until < now)
         unsettled = TryOnRow.status.not_in(_SETTLED)
         with unavailable_on_failure("claiming a try-on"), bound_to(self._db):
-            query = TryOnRow.update(lease_until=lease_until)
+            query = TryOnRow.update(lease_until=lease_until, version=TryOnRow.version + 1)
             changed = query.where((TryOnRow.tryon_id == tryon_id) & free & unsettled).execute(self._db)
-        return bool(changed == 1)
+        return self.get(tryon_id) if changed == 1 else None
+
+    def unsettled_for_user(self, user_id: str) -> int:
+        with unavailable_on_failure("counting try-ons"), bound_to(self._db):
+            query = TryOnRow.select().where((TryOnRow.user_id == user_id) & TryOnRow.status.not_in(_SETTLED))
+            return int(query.count(self._db))
 
     def delete_for_user(self, user_id: str) -> int:
         with unavailable_on_failure("deleting try-ons"), bound_to(self._db):
@@ -81,9 +87,12 @@ class PeeweeResultRepository(ResultRepository):
         with unavailable_on_failure("recording a result"), bound_to(self._db):
             ResultRow.insert(**values).on_conflict_ignore().execute(self._db)
 
-    def set_favorite(self, result_id: str, favorite: bool) -> None:
+    def set_favorite(self, result_id: str, favorite: bool, now: datetime) -> bool:
+        flips = (ResultRow.result_id == result_id) & (ResultRow.favorite == (not favorite))
+        unswept = ResultRow.sweep_lease_until.is_null() | (ResultRow.sweep_lease_until < now)
         with unavailable_on_failure("updating a result"), bound_to(self._db):
-            ResultRow.update(favorite=favorite).where(ResultRow.result_id == result_id).execute(self._db)
+            query = ResultRow.update(favorite=favorite).where(flips & unswept)
+            return bool(query.execute(self._db) == 1)
 
     def for_upload(self, upload_id: str) -> list[TryOnResult]:
         with unavailable_on_failure("reading results"), bound_to(self._db):
@@ -108,9 +117,10 @@ class PeeweeResultRepository(ResultRepository):
 
     def claim_sweep(self, result_id: str, now: datetime, lease_until: datetime) -> bool:
         free = ResultRow.sweep_lease_until.is_null() | (ResultRow.sweep_lease_until < now)
+        kept = ResultRow.favorite == True  # noqa: E712
         with unavailable_on_failure("claiming a result for the sweep"), bound_to(self._db):
             query = ResultRow.update(sweep_lease_until=lease_until)
-            changed = query.where((ResultRow.result_id == result_id) & free).execute(self._db)
+            changed = query.where((ResultRow.result_id == result_id) & free & ~kept).execute(self._db)
         return bool(changed == 1)
 
     def for_tryon(self, tryon_id: str) -> list[TryOnResult]:
@@ -194,4 +204,5 @@ def _tryon(row: Any) -> TryOn:
         submission=submission,
         submitted_at=row.submitted_at,
         next_action_at=row.next_action_at,
+        version=row.version,
     )

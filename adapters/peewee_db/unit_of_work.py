@@ -8,7 +8,7 @@ from typing import Any
 import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
-from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository
+from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository, PeeweeUsageRepository
 from adapters.peewee_db.tryon_repositories import PeeweeResultRepository, PeeweeTryOnRepository
 from domain.errors import PersistenceUnavailable
 from domain.ports import UnitOfWork
@@ -30,6 +30,7 @@ class PeeweeUnitOfWork(UnitOfWork):
     audit: PeeweeAuditLog
     tryons: PeeweeTryOnRepository
     results: PeeweeResultRepository
+    usage: PeeweeUsageRepository
 
     def __init__(self, db: peewee.Database) -> None:
         self._db = db
@@ -37,6 +38,7 @@ class PeeweeUnitOfWork(UnitOfWork):
         self.audit = PeeweeAuditLog(db)
         self.tryons = PeeweeTryOnRepository(db)
         self.results = PeeweeResultRepository(db)
+        self.usage = PeeweeUsageRepository(db)
         self._atomic: Any = None
         self._transaction: Any = None
 

@@ -446,9 +446,9 @@ def test_a_verified_upload_with_its_stored_image_reads_back_identically(
         stored=StoredImage("uploads/user_1/up_1.jpg", "image/jpeg", 81234, 1536, 2048, "c2hhMjU2"),
     )
 
-    repository.save(verified)
+    assert repository.update(verified) is True
 
-    assert PeeweeUploadRepository(backend.open()).get("up_1") == verified
+    assert PeeweeUploadRepository(backend.open()).get("up_1") == replace(verified, version=1)
 
 
 def test_a_rejection_reason_is_kept(db: peewee.Database) -> None:
@@ -458,9 +458,10 @@ def test_a_rejection_reason_is_kept(db: peewee.Database) -> None:
         an_intent(), status=UploadStatus.REJECTED, rejection_reason="multiple_faces", updated_at=T0
     )
 
-    repository.save(rejected)
+    assert repository.update(rejected) is True
 
-    assert repository.get("up_1") == rejected
+    assert repository.get("up_1") == replace(rejected, version=1)
+    assert repository.update(replace(rejected, rejection_reason="no_face_detected")) is False
 
 
 def test_only_one_of_two_concurrent_claims_wins_and_a_stalled_claim_can_be_taken_over(
@@ -470,15 +471,14 @@ def test_only_one_of_two_concurrent_claims_wins_and_a_stalled_claim_can_be_taken
     repository.add(an_intent())
     now = T0 + timedelta(seconds=30)
 
-    assert repository.claim_for_verification("up_1", now, stale_before=now - timedelta(seconds=120)) is True
-    assert repository.claim_for_verification("up_1", now, stale_before=now - timedelta(seconds=120)) is False
+    first = repository.claim_for_verification("up_1", now, stale_before=now - timedelta(seconds=120))
+    assert first is not None
+    assert repository.claim_for_verification("up_1", now, stale_before=now - timedelta(seconds=120)) is None
     later = now + timedelta(seconds=121)
-    assert (
-        repository.claim_for_verification("up_1", later, stale_before=later - timedelta(seconds=120)) is True
-    )
-    claimed = repository.get("up_1")
+    claimed = repository.claim_for_verification("up_1", later, stale_before=later - timedelta(seconds=120))
     assert claimed is not None
-    assert (claimed.status, claimed.updated_at) == (UploadStatus.VERIFYING, later)
+    assert (claimed.status, claimed.updated_at, claimed.version) == (UploadStatus.VERIFYING, later, 2)
+    assert repository.update(replace(first, status=UploadStatus.VERIFIED)) is False  # taken over
 
 
 @pytest.mark.parametrize("status", [UploadStatus.VERIFIED, UploadStatus.REJECTED, UploadStatus.EXPIRED])
@@ -490,6 +490,6 @@ def test_a_settled_upload_cannot_be_claimed(db: peewee.Database, status: UploadS
         repository.claim_for_verification(
             "up_1", T0 + timedelta(hours=1), stale_before=T0 + timedelta(hours=1)
         )
-        is False
+        is None
     )
-    assert repository.claim_for_verification("missing", T0, stale_before=T0) is False
+    assert repository.claim_for_verification("missing", T0, stale_before=T0) is None

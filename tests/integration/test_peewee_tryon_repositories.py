@@ -67,10 +67,11 @@ def test_a_running_tryon_with_its_submission_and_error_reads_back_identically(db
         next_action_at=None,
     )
 
-    repository.save(running)
+    assert repository.update(running) is True
 
-    assert repository.get("t1") == running
-    assert repository.by_idempotency_key("user_1", "k1") == running
+    assert repository.get("t1") == replace(running, version=1)
+    assert repository.by_idempotency_key("user_1", "k1") == replace(running, version=1)
+    assert repository.update(running) is False  # written from a stale read
     assert repository.by_idempotency_key("user_2", "k1") is None
 
 
@@ -87,11 +88,14 @@ def test_a_claim_is_exclusive_until_saved_or_its_lease_runs_out(db: peewee.Datab
     repository = PeeweeTryOnRepository(db)
     repository.add(a_tryon())
 
-    assert repository.claim("t1", T0, T0 + timedelta(seconds=60)) is True
-    assert repository.claim("t1", T0 + timedelta(seconds=5), T0 + timedelta(seconds=65)) is False
-    assert repository.claim("t1", T0 + timedelta(seconds=61), T0 + timedelta(seconds=121)) is True
-    repository.save(a_tryon())
-    assert repository.claim("t1", T0 + timedelta(seconds=62), T0 + timedelta(seconds=122)) is True
+    first = repository.claim("t1", T0, T0 + timedelta(seconds=60))
+    assert first is not None and first.version == 1
+    assert repository.claim("t1", T0 + timedelta(seconds=5), T0 + timedelta(seconds=65)) is None
+    second = repository.claim("t1", T0 + timedelta(seconds=61), T0 + timedelta(seconds=121))
+    assert second is not None and second.version == 2
+    assert repository.update(first) is False  # the lease ran out and another step took it over
+    assert repository.update(second) is True
+    assert repository.claim("t1", T0 + timedelta(seconds=62), T0 + timedelta(seconds=122)) is not None
 
 
 def test_settled_tryons_are_never_claimed_or_due(db: peewee.Database) -> None:
@@ -102,7 +106,7 @@ def test_settled_tryons_are_never_claimed_or_due(db: peewee.Database) -> None:
     repository.add(a_tryon("t4", next_action_at=T0 + timedelta(hours=1)))
     later = T0 + timedelta(minutes=5)
 
-    assert repository.claim("t1", later, later) is False
+    assert repository.claim("t1", later, later) is None
     assert repository.due(later, limit=10) == ["t3"]
     repository.claim("t3", later, later + timedelta(seconds=60))
     assert repository.due(later, limit=10) == []
@@ -120,8 +124,12 @@ def test_results_are_added_once_listed_in_order_favourited_and_deleted(db: peewe
     results = PeeweeResultRepository(db)
 
     assert results.for_tryon("t1") == [a_result(0), a_result(1)]
-    results.set_favorite("t1-1", True)
+    assert results.set_favorite("t1-1", True, T0) is True
+    assert results.set_favorite("t1-1", True, T0) is False  # already a favourite: nothing changes
     assert [r.favorite for r in results.for_upload("up_1")] == [False, True]
+    assert results.claim_sweep("t1-1", T0, T0 + timedelta(minutes=5)) is False  # favourites are kept
+    assert results.claim_sweep("t1-0", T0, T0 + timedelta(minutes=5)) is True
+    assert results.set_favorite("t1-0", True, T0) is False  # being deleted: cannot be favourited
     assert len(results.for_user("user_1")) == 2
     results.delete("t1-0")
     assert results.get("t1-0") is None
@@ -141,7 +149,10 @@ def test_the_sweep_finds_what_must_go_claims_it_once_and_records_the_purge(db: p
     assert uploads.overdue_sources(later, 10) == ["verified"]
     assert uploads.claim_sweep("never", later, later + timedelta(minutes=5)) is True
     assert uploads.claim_sweep("never", later, later + timedelta(minutes=5)) is False
-    uploads.mark_purged("never", later, UploadStatus.EXPIRED)
+    never = uploads.get("never")
+    assert never is not None
+    assert uploads.mark_purged(never, later, UploadStatus.EXPIRED) is True
+    assert uploads.mark_purged(never, later, UploadStatus.EXPIRED) is False  # stale version
     assert [u.upload_id for u in uploads.to_purge(later, 10)] == ["verified"]
     assert uploads.get("never").status is UploadStatus.EXPIRED  # type: ignore[union-attr]
     assert uploads.claim_sweep("never", later, later) is True

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 
+from domain.deletion import RESULT_CLAIM_SECONDS
 from domain.model import Upload, UploadStatus
 from domain.sweeper import Sweeper, SweepPolicy
 from tests.fakes import FakeObject, FakeUnitOfWork
@@ -131,6 +132,7 @@ def test_a_deletion_cut_short_between_the_objects_and_the_rows_is_finished_by_th
     assert set(world.store.results) == {result.result_id}
     assert "up1" not in world.store.purged
 
+    world.clock.advance(RESULT_CLAIM_SECONDS + 1)  # the dead process's claim on the result runs out
     counts = world.sweeper.sweep()
 
     assert (counts.objects_purged, counts.results_deleted) == (1, 1)
