@@ -40,6 +40,7 @@ DATABASE = WORKDIR / "tryon.db"
 UPLOADS_BUCKET = "hairfluencer-bench-uploads"
 PROCESSED_BUCKET = "hairfluencer-bench-processed"
 UNTRIPPABLE_RATE_LIMIT = "1000000/minute"
+UNTRIPPABLE_COUNT = "1000000"  # per-user try-on limits: the bench measures throughput, not the limits
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BENCH_DATABASE = "tryon_bench"
 
@@ -175,6 +176,10 @@ def start_stack(
         "PROCESSED_BUCKET": PROCESSED_BUCKET,
         "BETTER_AUTH_URL": issuer.base_url,
         "RATE_LIMIT_UPLOADS": UNTRIPPABLE_RATE_LIMIT,
+        "RATE_LIMIT_TRYONS": UNTRIPPABLE_RATE_LIMIT,
+        "RATE_LIMIT_MUTATIONS": UNTRIPPABLE_RATE_LIMIT,
+        "MAX_ACTIVE_TRYONS": UNTRIPPABLE_COUNT,
+        "DAILY_IMAGE_QUOTA": UNTRIPPABLE_COUNT,
     }
     progress(f"database {database_url.split('://')[0]}; tryon migrate: {_release('migrate', env)}")
     progress(f"tryon provision: {_release('provision', env)}")

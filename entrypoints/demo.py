@@ -114,6 +114,10 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
         "PROCESSED_BUCKET": "hairfluencer-demo-processed",
         "BETTER_AUTH_URL": state["issuer"].base_url,
         "RATE_LIMIT_UPLOADS": "100/minute",
+        "RATE_LIMIT_TRYONS": "100/minute",
+        "RATE_LIMIT_MUTATIONS": "100/minute",
+        "MAX_ACTIVE_TRYONS": "10",
+        "DAILY_IMAGE_QUOTA": "1000",
     }
 
     def release(command: str) -> Callable[[], str]:

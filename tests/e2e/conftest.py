@@ -21,4 +21,8 @@ def settings(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> Setti
         redis_url=redis_url,
         s3_endpoint_url=ministack_url,
         rate_limit_uploads="1000/minute",
+        rate_limit_tryons="1000/minute",
+        rate_limit_mutations="1000/minute",
+        max_active_tryons=1000,
+        daily_image_quota=100_000,
     )

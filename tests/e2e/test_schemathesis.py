@@ -47,7 +47,12 @@ SETTINGS = Settings.from_env(
         "UPLOADS_BUCKET": "hf-uploads-test",
         "PROCESSED_BUCKET": "hf-processed-test",
         "BETTER_AUTH_URL": "https://auth.example.com",
-        "RATE_LIMIT_UPLOADS": "100000/minute",  # the fuzzer is one user; 429 is covered elsewhere
+        # The fuzzer is one user: no limit of its may trip (429s are checked by explicit tests below).
+        "RATE_LIMIT_UPLOADS": "100000/minute",
+        "RATE_LIMIT_TRYONS": "100000/minute",
+        "RATE_LIMIT_MUTATIONS": "100000/minute",
+        "MAX_ACTIVE_TRYONS": "100000",
+        "DAILY_IMAGE_QUOTA": "1000000",
     }
 )
 

@@ -76,6 +76,11 @@ def environment(settings: Settings) -> dict[str, str]:
         "FAL_API_KEY": settings.fal_api_key or "",
         "FAL_QUEUE_URL": settings.fal_queue_url,
         "FAL_RESULT_HOSTS": ",".join(settings.fal_result_hosts),
+        "RATE_LIMIT_UPLOADS": settings.rate_limit_uploads,
+        "RATE_LIMIT_TRYONS": settings.rate_limit_tryons,
+        "RATE_LIMIT_MUTATIONS": settings.rate_limit_mutations,
+        "MAX_ACTIVE_TRYONS": str(settings.max_active_tryons),
+        "DAILY_IMAGE_QUOTA": str(settings.daily_image_quota),
     }
 
 
