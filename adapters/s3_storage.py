@@ -160,13 +160,17 @@ class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
             raise StorageUnavailable("could not delete the object") from error
 
     def mark_favorite(self, object_key: str, favorite: bool) -> None:
-        self.set_tags(object_key, self._favorite_tags if favorite else self._expiring_tags)
+        """A result deleted meanwhile (a deletion claimed it) is nothing to tag: the caller's record decides."""
+        self._retag(object_key, favorite)
 
     def hold_source(self, object_key: str, held: bool) -> None:
-        tags = self._favorite_tags if held else self._expiring_tags
+        self._retag(object_key, held)
+
+    def _retag(self, object_key: str, kept: bool) -> None:
+        tags = self._favorite_tags if kept else self._expiring_tags
         if not tags:
             # An empty tag set would strip retention=expiring: the lifecycle backstop would never see it.
-            raise ValueError("this bucket has no retention tags to hold or release a source with")
+            raise ValueError("this bucket has no retention tags to keep or release an object with")
         try:
             self._put_tags(object_key, tags)
         except ClientError as error:

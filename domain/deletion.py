@@ -39,6 +39,9 @@ class DeletedUploadPurge:
             candidates = [r for r in uow.results.for_upload(upload.upload_id) if not r.favorite]
             results = [r for r in candidates if uow.results.claim_sweep(r.result_id, now, lease_until)]
             uow.commit()
+            unclaimed = [r.result_id for r in candidates if r not in results]
+            # Favourited (or deleted) since they were listed: nothing more to do for those.
+            held_elsewhere = [r for r in map(uow.results.get, unclaimed) if r is not None and not r.favorite]
         for key in upload.object_keys():
             self._uploads.delete(key)
         for result in results:
@@ -49,7 +52,7 @@ class DeletedUploadPurge:
                 uow.audit.append(
                     AuditEvent("result.deleted", upload.user_id, result.result_id, "success", now, reason)
                 )
-            if len(results) == len(candidates):
+            if not held_elsewhere:
                 uow.uploads.mark_purged(upload, now, UploadStatus.DELETED)
             else:  # some are held by a claim (a process that died mid-deletion): a later sweep finishes
                 uow.uploads.release_sweep(upload.upload_id)

@@ -86,8 +86,9 @@ class UploadVerifier:
         try:
             return self._verify(claimed, now)
         except DependencyUnavailable:
-            self._release(claimed, now)
-            raise
+            if self._release(claimed, now):
+                raise
+            return self._lost_while_verifying(claimed, now, None)  # deleted meanwhile: 410, not 503
 
     def _owned(self, user_id: str, upload_id: str, now: datetime) -> Upload:
         with self._unit_of_work() as uow:
@@ -172,15 +173,16 @@ class UploadVerifier:
         log.info("upload verified", extra={"upload_id": upload.upload_id, **details})
         return replace(verified, version=verified.version + 1)
 
-    def _lost_while_verifying(self, upload: Upload, now: datetime, stored_key: str) -> Upload:
+    def _lost_while_verifying(self, upload: Upload, now: datetime, stored_key: str | None) -> Upload:
         """The upload changed under this verification. Deleted or erased meanwhile: what this verification
         stored goes (the deletion may have run before the copy existed). Taken over after a stall, or
         verified by the other claimant: the copy is that verification's too, and stays."""
         with self._unit_of_work() as uow:
             current = uow.uploads.get(upload.upload_id)
         if current is None or current.status in _GONE:
-            self._storage.delete(stored_key)
-            self._storage.delete(upload.object_key)
+            for key in (stored_key, upload.object_key):
+                if key is not None:
+                    self._storage.delete(key)
             log.info("verification lost to a deletion", extra={"upload_id": upload.upload_id})
             raise Gone("the upload was deleted; upload the selfie again", code="upload_expired")
         settled = self._settled(current)
@@ -223,11 +225,13 @@ class UploadVerifier:
             "the upload URL expired before the upload was completed; ask for a new one", code="upload_expired"
         )
 
-    def _release(self, upload: Upload, now: datetime) -> None:
-        """Hand an unfinished verification back, so a retry can start at once."""
-        with self._unit_of_work() as uow:  # lost: deleted meanwhile, and nothing is left to hand back
-            uow.uploads.update(replace(upload, status=UploadStatus.ISSUED, updated_at=now))
+    def _release(self, upload: Upload, now: datetime) -> bool:
+        """Hand an unfinished verification back, so a retry can start at once; False when the upload changed
+        meanwhile (deleted, say) and there is nothing to hand back."""
+        with self._unit_of_work() as uow:
+            released = uow.uploads.update(replace(upload, status=UploadStatus.ISSUED, updated_at=now))
             uow.commit()
+        return released
 
     def _refuse(self, upload: Upload, now: datetime, error: Forbidden | Conflict) -> NoReturn:
         with self._unit_of_work() as uow:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from domain.errors import Gone, LimitExceeded, NotFound
+from domain.errors import Gone, LimitExceeded, NotFound, StorageUnavailable
 from domain.faces import FacePolicy
 from domain.generation import JobState
 from domain.model import DetectedFace, Pixels, Upload, UploadStatus
@@ -339,3 +339,16 @@ def test_a_refused_order_records_nothing_and_an_idempotent_replay_is_never_refus
 
     assert len(world.store.audit) == events
     assert len(world.store.tryons) == 3
+
+
+def test_a_deletion_that_makes_the_verifications_read_fail_answers_gone_not_unavailable(world, monkeypatch):
+    world.put()
+
+    def deleted_under_the_read(object_key: str, max_bytes: int) -> bytes:
+        world.data.delete_upload("alice", "up1")
+        raise StorageUnavailable("NoSuchKey: the object went while it was being read")
+
+    monkeypatch.setattr(world.uploads, "read", deleted_under_the_read)
+    with pytest.raises(Gone):
+        world.verifier.complete("alice", "up1", "uploads/alice/up1")
+    assert world.store.uploads["up1"].status is UploadStatus.DELETED
