@@ -51,7 +51,9 @@ ReadinessCheck = Callable[[], None]
 
 def scrubber_for(settings: Settings) -> Scrubber:
     """The one scrubber: generic secrets plus this deployment's bucket names and fal key."""
-    return Scrubber([settings.uploads_bucket, settings.processed_bucket, settings.fal_api_key])
+    return Scrubber(
+        [settings.uploads_bucket, settings.processed_bucket, settings.fal_api_key, settings.metrics_token]
+    )
 
 
 def close_connection(database: Database) -> None:
