@@ -4,6 +4,7 @@ are in tests/e2e/test_race_stress.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -138,41 +139,34 @@ def test_a_tryon_at_fal_when_its_selfie_is_deleted_is_cancelled_and_stores_nothi
     assert [r for r in world.store.results.values() if r.tryon_id == tryon.tryon_id] == []
 
 
-def test_a_deletion_while_results_are_being_copied_keeps_none_of_them(world):
+def copy_results_while(world: RaceWorld, meanwhile: Callable[[], object]) -> str:
+    """Order a try-on, let fal finish, and run ``meanwhile`` while the worker copies the results."""
     world.tried_on()
     tryon = world.desk.order("alice", ORDER)
     world.runner.advance(tryon.tryon_id)
     download = world.generator.download
 
-    def deleted_meanwhile(image, max_bytes):
+    def copying(image, max_bytes):
         copied = download(image, max_bytes)
-        world.data.delete_upload("alice", "up1")
+        meanwhile()
         return copied
 
-    world.generator.download = deleted_meanwhile
+    world.generator.download = copying
     world.clock.advance(5)
     world.runner.advance(tryon.tryon_id)
+    return tryon.tryon_id
 
-    settled = world.store.tryons[tryon.tryon_id]
-    assert settled.status is TryOnStatus.FAILED
+
+def test_a_deletion_while_results_are_being_copied_keeps_none_of_them(world):
+    tryon_id = copy_results_while(world, lambda: world.data.delete_upload("alice", "up1"))
+
+    assert world.store.tryons[tryon_id].status is TryOnStatus.FAILED
     assert world.results.objects == {}
     assert world.store.results == {}
 
 
 def test_an_erasure_while_results_are_being_copied_keeps_none_of_them(world):
-    world.tried_on()
-    tryon = world.desk.order("alice", ORDER)
-    world.runner.advance(tryon.tryon_id)
-    download = world.generator.download
-
-    def erased_meanwhile(image, max_bytes):
-        copied = download(image, max_bytes)
-        world.data.erase("alice")
-        return copied
-
-    world.generator.download = erased_meanwhile
-    world.clock.advance(5)
-    world.runner.advance(tryon.tryon_id)
+    copy_results_while(world, lambda: world.data.erase("alice"))
 
     assert world.results.objects == {}
     assert world.store.results == {}
