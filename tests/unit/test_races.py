@@ -151,7 +151,7 @@ def copy_results_while(world: RaceWorld, meanwhile: Callable[[], object]) -> str
         meanwhile()
         return copied
 
-    world.generator.download = copying
+    world.generator.download = copying  # type: ignore[method-assign]
     world.clock.advance(5)
     world.runner.advance(tryon.tryon_id)
     return tryon.tryon_id
