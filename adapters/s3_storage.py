@@ -160,7 +160,7 @@ class S3PrivateObjects(UploadStorage, ResultStorage, SourceUrlSigner):
             raise StorageUnavailable("could not delete the object") from error
 
     def mark_favorite(self, object_key: str, favorite: bool) -> None:
-        """A result deleted meanwhile (a deletion claimed it) is nothing to tag: the caller's record decides."""
+        """A result a deletion removed meanwhile is nothing to tag: the caller's record decides."""
         self._retag(object_key, favorite)
 
     def hold_source(self, object_key: str, held: bool) -> None:
