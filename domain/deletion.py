@@ -3,7 +3,8 @@
 The upload is marked deleted before anything goes, so a process that dies half-way leaves a deleted,
 unpurged row that the sweeper finishes with this same code; deleting what is already gone is fine.
 Each result is claimed before its object goes, and a claim is refused for a favourite: a result
-favourited while the deletion runs is kept whole, never a row without its object.
+favourited while the deletion runs is kept whole, never a row without its object. A claim left by a
+finisher that died is taken over at once: finishing twice only repeats idempotent deletes.
 """
 
 from __future__ import annotations
@@ -37,24 +38,18 @@ class DeletedUploadPurge:
         lease_until = now + timedelta(seconds=RESULT_CLAIM_SECONDS)
         with self._unit_of_work() as uow:
             candidates = [r for r in uow.results.for_upload(upload.upload_id) if not r.favorite]
-            results = [r for r in candidates if uow.results.claim_sweep(r.result_id, now, lease_until)]
+            results = [r for r in candidates if uow.results.claim_for_deletion(r.result_id, lease_until)]
             uow.commit()
-            unclaimed = [r.result_id for r in candidates if r not in results]
-            # Favourited (or deleted) since they were listed: nothing more to do for those.
-            held_elsewhere = [r for r in map(uow.results.get, unclaimed) if r is not None and not r.favorite]
         for key in upload.object_keys():
             self._uploads.delete(key)
         for result in results:
             self._results.delete(result.object_key)
         with self._unit_of_work() as uow:
             for result in results:
-                uow.results.delete(result.result_id)
-                uow.audit.append(
-                    AuditEvent("result.deleted", upload.user_id, result.result_id, "success", now, reason)
-                )
-            if not held_elsewhere:
-                uow.uploads.mark_purged(upload, now, UploadStatus.DELETED)
-            else:  # some are held by a claim (a process that died mid-deletion): a later sweep finishes
-                uow.uploads.release_sweep(upload.upload_id)
+                if uow.results.delete(result.result_id):  # once, whoever else finishes it too
+                    uow.audit.append(
+                        AuditEvent("result.deleted", upload.user_id, result.result_id, "success", now, reason)
+                    )
+            uow.uploads.mark_purged(upload, now, UploadStatus.DELETED)
             uow.commit()
         return len(results)

@@ -193,7 +193,9 @@ class ResultRepository(Protocol):
 
     def for_user(self, user_id: str) -> list[TryOnResult]: ...
 
-    def delete(self, result_id: str) -> None: ...
+    def delete(self, result_id: str) -> bool:
+        """Remove the row; False when it was already gone (another finisher got there first)."""
+        ...
 
     def expired(self, created_before: datetime, limit: int) -> list[TryOnResult]:
         """Results that are not favourites, created before the cut-off."""
@@ -201,6 +203,11 @@ class ResultRepository(Protocol):
 
     def claim_sweep(self, result_id: str, now: datetime, lease_until: datetime) -> bool:
         """Take a result for deletion: only if it is not a favourite and no other sweep holds it."""
+        ...
+
+    def claim_for_deletion(self, result_id: str, lease_until: datetime) -> bool:
+        """Take a result of a deleted upload for deletion, even from a finisher that died half-way (a
+        second finisher only repeats idempotent deletes): refused only for a favourite."""
         ...
 
     def for_tryon(self, tryon_id: str) -> list[TryOnResult]: ...

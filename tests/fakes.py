@@ -317,8 +317,15 @@ class FakeResultRepository(ResultRepository):
     def for_user(self, user_id: str) -> list[TryOnResult]:
         return [r for r in self._store.results.values() if r.user_id == user_id]
 
-    def delete(self, result_id: str) -> None:
-        self._store.results.pop(result_id, None)
+    def delete(self, result_id: str) -> bool:
+        return self._store.results.pop(result_id, None) is not None
+
+    def claim_for_deletion(self, result_id: str, lease_until: datetime) -> bool:
+        result = self._store.results.get(result_id)
+        if result is None or result.favorite:
+            return False
+        self._store.sweep_leases[f"result:{result_id}"] = lease_until
+        return True
 
     def expired(self, created_before: datetime, limit: int) -> list[TryOnResult]:
         found = [r for r in self._store.results.values() if not r.favorite and r.created_at < created_before]

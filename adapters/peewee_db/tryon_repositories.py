@@ -105,9 +105,15 @@ class PeeweeResultRepository(ResultRepository):
             query = ResultRow.select().where(ResultRow.user_id == user_id).order_by(ResultRow.result_id)
             return [_result(row) for row in query.execute(self._db)]
 
-    def delete(self, result_id: str) -> None:
+    def delete(self, result_id: str) -> bool:
         with unavailable_on_failure("deleting a result"), bound_to(self._db):
-            ResultRow.delete().where(ResultRow.result_id == result_id).execute(self._db)
+            return bool(ResultRow.delete().where(ResultRow.result_id == result_id).execute(self._db) == 1)
+
+    def claim_for_deletion(self, result_id: str, lease_until: datetime) -> bool:
+        kept = ResultRow.favorite == True  # noqa: E712
+        with unavailable_on_failure("claiming a result for deletion"), bound_to(self._db):
+            query = ResultRow.update(sweep_lease_until=lease_until)
+            return bool(query.where((ResultRow.result_id == result_id) & ~kept).execute(self._db) == 1)
 
     def expired(self, created_before: datetime, limit: int) -> list[TryOnResult]:
         old = (ResultRow.favorite == False) & (ResultRow.created_at < created_before)  # noqa: E712

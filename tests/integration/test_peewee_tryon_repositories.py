@@ -130,8 +130,12 @@ def test_results_are_added_once_listed_in_order_favourited_and_deleted(db: peewe
     assert results.claim_sweep("t1-1", T0, T0 + timedelta(minutes=5)) is False  # favourites are kept
     assert results.claim_sweep("t1-0", T0, T0 + timedelta(minutes=5)) is True
     assert results.set_favorite("t1-0", True, T0) is False  # being deleted: cannot be favourited
+    later = T0 + timedelta(minutes=1)
+    assert results.claim_for_deletion("t1-0", later + timedelta(minutes=5)) is True  # taken over at once
+    assert results.claim_for_deletion("t1-1", later + timedelta(minutes=5)) is False  # a favourite stays
     assert len(results.for_user("user_1")) == 2
-    results.delete("t1-0")
+    assert results.delete("t1-0") is True
+    assert results.delete("t1-0") is False  # already gone
     assert results.get("t1-0") is None
     assert PeeweeTryOnRepository(db).delete_for_user("user_1") == 1
 
