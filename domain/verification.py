@@ -90,6 +90,14 @@ class UploadVerifier:
                 raise
             return self._lost_while_verifying(claimed, now, None)  # deleted meanwhile: 410, not 503
 
+    def look_up(self, user_id: str, upload_id: str) -> Upload:
+        """The caller's upload as it is now (anyone else's is reported as not found)."""
+        with self._unit_of_work() as uow:
+            upload = uow.uploads.get(upload_id)
+        if upload is None or upload.user_id != user_id:
+            raise NotFound("no upload of yours has that id", code="upload_not_found")
+        return upload
+
     def _owned(self, user_id: str, upload_id: str, now: datetime) -> Upload:
         with self._unit_of_work() as uow:
             upload = uow.uploads.get(upload_id)

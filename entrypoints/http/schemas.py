@@ -94,3 +94,25 @@ class VerifiedUploadSchema(ma.Schema):
     expires_at = UtcSeconds(
         required=True, metadata={"description": "When the selfie is deleted if no try-on uses it."}
     )
+
+
+class UploadErrorSchema(ma.Schema):
+    code = ma.fields.String(required=True, metadata={"description": "Why verification refused the upload."})
+    message = ma.fields.String(required=True)
+
+
+class UploadStateSchema(ma.Schema):
+    """An upload's state; the verified fields are present only when it is verified."""
+
+    upload_id = ma.fields.String(required=True)
+    status = ma.fields.String(
+        required=True,
+        metadata={"enum": ["issued", "verifying", "verified", "rejected", "deleted", "expired"]},
+    )
+    error = ma.fields.Nested(UploadErrorSchema, allow_none=True, required=True)
+    content_type = ma.fields.String()
+    size = ma.fields.Integer()
+    width = ma.fields.Integer()
+    height = ma.fields.Integer()
+    checksum_sha256 = ma.fields.String()
+    expires_at = UtcSeconds(metadata={"description": "When the selfie is deleted if no try-on uses it."})

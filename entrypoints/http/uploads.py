@@ -8,11 +8,12 @@ from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from domain.model import UploadRequest
+from domain.model import Upload, UploadRequest, UploadStatus
 from entrypoints.http.problems import documents_problem
 from entrypoints.http.schemas import (
     CompleteUploadSchema,
     UploadRequestSchema,
+    UploadStateSchema,
     UploadTicketSchema,
     VerifiedUploadSchema,
 )
@@ -84,14 +85,38 @@ class CompleteUpload(MethodView):
         upload = current_app.extensions["tryon"].upload_verifier.complete(
             current_user_id(), upload_id, body["object_key"]
         )
-        stored = upload.stored
-        return {
-            "upload_id": upload.upload_id,
-            "status": upload.status.value,
-            "content_type": stored.content_type,
-            "size": stored.size,
-            "width": stored.width,
-            "height": stored.height,
-            "checksum_sha256": stored.checksum_sha256,
-            "expires_at": upload.expires_at,
-        }
+        return _verified_fields(upload)
+
+
+@blp.route("/<string:upload_id>")
+class UploadState(MethodView):
+    @blp.response(200, UploadStateSchema)
+    @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
+    @documents_problem(blp, 404, "upload_not_found (also for another user's upload)")
+    @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
+    def get(self, upload_id: str) -> dict[str, Any]:
+        """The upload's state: issued, verifying, verified (with the stored image's fields), rejected (with
+        the reason in ``error``), deleted or expired."""
+        upload: Upload = current_app.extensions["tryon"].upload_verifier.look_up(current_user_id(), upload_id)
+        if upload.status is UploadStatus.VERIFIED and upload.stored is not None:
+            return {**_verified_fields(upload), "error": None}
+        error = None
+        if upload.status is UploadStatus.REJECTED:
+            reason = upload.rejection_reason or "not_an_image"
+            error = {"code": reason, "message": f"the upload was rejected: {reason}"}
+        return {"upload_id": upload.upload_id, "status": upload.status.value, "error": error}
+
+
+def _verified_fields(upload: Upload) -> dict[str, Any]:
+    stored = upload.stored
+    assert stored is not None
+    return {
+        "upload_id": upload.upload_id,
+        "status": upload.status.value,
+        "content_type": stored.content_type,
+        "size": stored.size,
+        "width": stored.width,
+        "height": stored.height,
+        "checksum_sha256": stored.checksum_sha256,
+        "expires_at": upload.expires_at,
+    }

@@ -120,3 +120,43 @@ def test_a_malformed_body_is_a_validation_error(client, storage, body):
     response = client.post(f"/v1/uploads/{ticket['upload_id']}/complete", json=body, headers=AUTH)
 
     assert_problem(response, 422, "validation_error")
+
+
+def upload_state(client, ticket: dict[str, Any], headers=AUTH):
+    return client.get(f"/v1/uploads/{ticket['upload_id']}", headers=headers)
+
+
+def test_an_uploads_state_follows_it_from_issued_to_verified_with_the_verified_fields(client, storage):
+    ticket = upload(client, storage)
+    issued = upload_state(client, ticket)
+    assert (issued.status_code, issued.get_json()) == (
+        200,
+        {"upload_id": ticket["upload_id"], "status": "issued", "error": None},
+    )
+
+    verified_body = complete(client, ticket).get_json()
+    state = upload_state(client, ticket).get_json()
+
+    assert state == {**verified_body, "error": None}
+
+
+def test_a_rejected_uploads_state_names_the_reason(client, storage, detector):
+    detector.faces = []
+    ticket = upload(client, storage)
+    assert complete(client, ticket).status_code == 422
+
+    state = upload_state(client, ticket).get_json()
+
+    assert state["status"] == "rejected"
+    assert state["error"]["code"] == "no_face_detected"
+    assert "size" not in state
+
+
+def test_another_users_upload_state_is_not_found_and_a_deleted_one_says_so(client, storage):
+    ticket = upload(client, storage)
+
+    other = upload_state(client, ticket, headers={"Authorization": "Bearer token-mallory"})
+    assert_problem(other, 404, "upload_not_found")
+
+    assert client.delete(f"/v1/uploads/{ticket['upload_id']}", headers=AUTH).status_code == 204
+    assert upload_state(client, ticket).get_json()["status"] == "deleted"
