@@ -25,6 +25,10 @@ SQLITE_PRAGMAS: dict[str, object] = {
 }
 # Connections are pooled per process: the HTTP layer "closes" one per request, which hands it back.
 POOL_OPTIONS: dict[str, Any] = {"max_connections": 16, "stale_timeout": 300, "timeout": 5}
+# The pool hands a connection to one thread at a time (peewee keeps the checked-out connection in
+# thread-local state, and the pool tracks it as in use until that thread closes it), but the next thread
+# may get a connection an earlier one opened: sqlite3 must not insist on the opening thread.
+SQLITE_CONNECT_OPTIONS: dict[str, Any] = {"check_same_thread": False}
 SQLITE_LOCKED_RETRY_SECONDS = 5.0
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 
@@ -35,19 +39,23 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (peewee.OperationalError, peew
 
 
 def open_database(url: str) -> peewee.Database:
-    """A lazily-connecting, pooled database for ``url``: no connection is opened here.
+    """A lazily-connecting, pooled database for ``url``: no connection is opened here. Safe to share
+    between threads: each thread gets a connection of its own from the pool, for as long as it holds it.
 
-    SQLite gets WAL, enforced foreign keys and a busy timeout (its parent directory is created);
+    SQLite gets WAL, enforced foreign keys and a busy timeout (its parent directory is created), and
+    connections any thread may use once the pool hands them over;
     Postgres gets a connect timeout unless the URL sets ``connect_timeout`` itself.
     """
     scheme = urlparse(url).scheme
     params = db_url.parse(url)
     if scheme == "sqlite":
         _create_parent_directory(str(params["database"]))
-        return PatientSqliteDatabase(pragmas=SQLITE_PRAGMAS, **POOL_OPTIONS, **params)
+        return PatientSqliteDatabase(
+            pragmas=SQLITE_PRAGMAS, **POOL_OPTIONS, **{**params, **SQLITE_CONNECT_OPTIONS}
+        )
     if scheme.startswith("sqlite"):
         _create_parent_directory(str(params["database"]))
-        db: peewee.Database = db_url.connect(url, pragmas=SQLITE_PRAGMAS)
+        db: peewee.Database = db_url.connect(url, pragmas=SQLITE_PRAGMAS, **SQLITE_CONNECT_OPTIONS)
         return db
     if scheme in ("postgres", "postgresql"):
         params.setdefault("connect_timeout", POSTGRES_CONNECT_TIMEOUT_SECONDS)
@@ -95,6 +103,10 @@ def bind(db: peewee.Database) -> None:
 
 def is_postgres(db: peewee.Database) -> bool:
     return isinstance(db, peewee.PostgresqlDatabase)
+
+
+def is_sqlite(db: peewee.Database) -> bool:
+    return isinstance(db, peewee.SqliteDatabase)
 
 
 @contextlib.contextmanager
