@@ -7,7 +7,7 @@ from typing import Any
 
 import peewee
 
-from adapters.peewee_db.database import unavailable_on_failure
+from adapters.peewee_db.database import is_sqlite, unavailable_on_failure
 from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository, PeeweeUsageRepository
 from adapters.peewee_db.tryon_repositories import PeeweeResultRepository, PeeweeTryOnRepository
 from domain.errors import PersistenceUnavailable
@@ -24,6 +24,16 @@ class PeeweeUnitOfWork(UnitOfWork):
     Connects if needed but never closes: the HTTP layer closes the connection per request. Inside an
     enclosing transaction the block becomes a savepoint. Writes after ``commit()`` need another
     ``commit()``; anything uncommitted when the block ends, normally or by an exception, is rolled back.
+
+    On SQLite the outermost transaction begins ``IMMEDIATE``: it takes the database's write lock before
+    its first read, waiting up to ``busy_timeout`` while another connection (thread or process) holds it.
+    A deferred transaction that read first would fail at its first write, at once, whenever another writer
+    had committed since its read (SQLITE_BUSY, which no timeout waits out); with one writer at a time that
+    cannot happen. So on SQLite units of work run one at a time per database file, read-only ones too
+    (they are all short, and no block does I/O but the database's); plain reads outside a unit of work
+    are not held up (WAL). After ``commit()`` the lock is let go: the transaction that follows is a
+    deferred one, so a commit that succeeded never waits, nor fails, for a lock it does not need.
+    Postgres is left as it is: its row locks already make writers wait for each other.
     """
 
     uploads: PeeweeUploadRepository
@@ -41,22 +51,30 @@ class PeeweeUnitOfWork(UnitOfWork):
         self.usage = PeeweeUsageRepository(db)
         self._atomic: Any = None
         self._transaction: Any = None
+        self._outermost_on_sqlite = False
 
     def __enter__(self) -> PeeweeUnitOfWork:
         if self._atomic is not None:
             raise RuntimeError("a PeeweeUnitOfWork cannot be entered twice at once")
         with unavailable_on_failure("starting a transaction"):
             self._db.connect(reuse_if_open=True)
-            atomic = self._db.atomic()
+            outermost_on_sqlite = is_sqlite(self._db) and self._db.transaction_depth() == 0
+            # Nested, atomic() is a savepoint (the enclosing transaction already holds what it needs).
+            atomic = self._db.atomic(lock_type="IMMEDIATE") if outermost_on_sqlite else self._db.atomic()
             self._transaction = atomic.__enter__()
         self._atomic = atomic
+        self._outermost_on_sqlite = outermost_on_sqlite
         return self
 
     def commit(self) -> None:
         if self._transaction is None:
             raise RuntimeError("commit() called outside the unit of work's with-block")
         with unavailable_on_failure("committing"):
-            self._transaction.commit()  # begins a fresh transaction (or savepoint) for later writes
+            if self._outermost_on_sqlite:
+                self._transaction.commit(begin=False)
+                self._db.begin()  # deferred: takes no lock until (unless) something is written again
+            else:
+                self._transaction.commit()  # begins a fresh transaction (or savepoint) for later writes
 
     def __exit__(
         self,
