@@ -1,5 +1,9 @@
 """Gunicorn settings for the `web` process (gunicorn reads this file from the working directory).
 
+Threaded workers (gthread): ``WEB_CONCURRENCY`` processes of ``WEB_THREADS`` threads each, so a slow client
+or a long wait holds one thread, not a whole process. Everything a request touches is safe across threads
+(the database pool hands each thread a connection of its own).
+
 Each worker loads the face model once, right after it starts and before it takes traffic, so no
 user waits for TensorFlow. Loading happens after the fork: TensorFlow's thread pools do not survive one.
 """
@@ -11,7 +15,9 @@ from typing import Any
 
 from entrypoints.http.app import WORKER_WARM, warm_up
 
+worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 30
 graceful_timeout = 20
 accesslog = None  # the app logs one scrubbed JSON line per request; gunicorn's would repeat it raw
