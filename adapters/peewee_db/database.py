@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import peewee
 from playhouse import db_url
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from domain.errors import PersistenceUnavailable
 
@@ -34,8 +34,13 @@ POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 
 database_proxy = peewee.DatabaseProxy()
 
-# Connection-level failures (refused, dropped, timed out, locked): retrying later may work.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (peewee.OperationalError, peewee.InterfaceError)
+# Connection-level failures (refused, dropped, timed out, locked, every pooled connection in use for the
+# pool's whole timeout): retrying later may work.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    peewee.OperationalError,
+    peewee.InterfaceError,
+    MaxConnectionsExceeded,
+)
 
 
 def open_database(url: str) -> peewee.Database:

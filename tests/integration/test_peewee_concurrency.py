@@ -10,6 +10,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import peewee
 import pytest
@@ -199,3 +200,28 @@ def test_a_sqlite_unit_of_work_that_ends_without_commit_keeps_nothing_and_frees_
     assert PeeweeUploadRepository(other).get("up_1") is None
     db.close()
     other.close()
+
+
+def test_a_thread_that_finds_every_pooled_connection_taken_is_told_to_retry(db: peewee.Database) -> None:
+    db.close()
+    pool: Any = db
+    pool._max_connections, pool._wait_timeout = 1, 0.2  # one connection, and a short wait for it
+    holding, release = threading.Event(), threading.Event()
+
+    def long_request() -> None:
+        db.connect(reuse_if_open=True)
+        holding.set()
+        release.wait(WAIT)
+        db.close()
+
+    other = threading.Thread(target=long_request)
+    other.start()
+    try:
+        assert holding.wait(WAIT)
+        with pytest.raises(PersistenceUnavailable), PeeweeUnitOfWork(db):
+            pass
+    finally:
+        release.set()
+        other.join(WAIT)
+    with PeeweeUnitOfWork(db) as uow:  # the connection is back: the retry works
+        assert uow.uploads.get("up_1") is None
