@@ -101,6 +101,10 @@ def outage_mid_tryon(
     client = faults.client()
     tryon_id = order(client, auth, verified_upload(client, auth))
     wait_for(lambda: faults.simulator.counts().input_downloads >= 1, "fal to fetch the selfie")
+    # ...and the worker to have recorded the submission: an outage between fal's accept and that record is
+    # another fault (the submission is lost and made again), not the one this case is about.
+    running = lambda: client.get(f"/v1/tryons/{tryon_id}", headers=auth).get_json()["status"] == "running"  # noqa: E731
+    wait_for(running, "the worker to record the submission")
     proxy.down()
     while_down()
     time.sleep(OUTAGE_SECONDS / 2)
