@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 
 from adapters.peewee_db import AuditRow, open_database
+from adapters.s3_storage import make_s3_client
 from entrypoints.local_stack import EMULATOR_CREDENTIALS, LocalProcess, start_gunicorn, wait_until
 from entrypoints.verifier import VERIFIER_WARM
-from tests import hostile, leaks
+from tests import decoding_bombs, hostile, leaks
 from tests.e2e.test_upload_security_contract import put
 
 pytestmark = pytest.mark.e2e
@@ -211,3 +213,42 @@ def test_the_web_never_loads_the_face_model_and_the_verifier_does(env, web, web_
         assert "tensorflow" not in maps, f"web process {pid} mapped TensorFlow"
     assert verifier.process is not None
     assert "tensorflow" in Path(f"/proc/{verifier.process.pid}/maps").read_text(errors="replace")
+
+
+def hostile_uploads() -> list[tuple[str, str, bytes, str]]:
+    flat = decoding_bombs.progressive_jpeg(Image.new("RGB", (4000, 4000), (128, 128, 128)))
+    return [
+        ("20,000-scan JPEG", "image/jpeg", decoding_bombs.with_scans(flat, 20_000), "not_an_image"),
+        ("7000x7000 RGBA PNG", "image/png", decoding_bombs.rgba_png(7000, 7000), "image_too_large"),
+        ("truncated JPEG", "image/jpeg", hostile.truncated_jpeg(), "not_an_image"),
+    ]
+
+
+def test_hostile_bytes_are_refused_with_their_code_deleted_and_the_web_stays_responsive(
+    env, web, verifier, auth
+):
+    verifier.start()
+    s3 = make_s3_client(region="us-east-1", endpoint_url=env["S3_ENDPOINT_URL"])
+    for name, content_type, data, code in hostile_uploads():
+        ticket = requests.post(
+            f"{web}/v1/uploads",
+            json={"content_type": content_type, "content_length": len(data)},
+            headers=auth,
+            timeout=10,
+        ).json()
+        assert put(ticket, data).status_code == 200, name
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(complete, web, auth, ticket)
+            health = []
+            while not answer.done():
+                started = time.monotonic()
+                assert requests.get(f"{web}/healthz", timeout=5).status_code == 200
+                health.append(time.monotonic() - started)
+                time.sleep(0.05)
+            refused = answer.result()
+
+        assert refused.status_code == 422, (name, refused.text)
+        assert refused.json()["code"] == code, name
+        listed = s3.list_objects_v2(Bucket=env["UPLOADS_BUCKET"], Prefix=ticket["object_key"])
+        assert listed.get("KeyCount", 0) == 0, f"{name}: the object was not deleted"
+        assert max(health, default=0) < 1, f"{name}: /healthz took {max(health):.2f} s meanwhile"
