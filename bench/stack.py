@@ -32,6 +32,7 @@ from entrypoints.local_stack import (
     start_gunicorn,
     start_ministack,
     start_redis,
+    start_verifier,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +192,8 @@ def start_stack(
     if ready.status_code != 200:
         raise LocalServiceError(f"service /readyz answered {ready.status_code}: {ready.text[:300]}")
     progress(f"service: gunicorn wsgi:app, {workers} workers, at {service.url} (ready)")
+    verifier = stack.enter_context(start_verifier(env, log_path=WORKDIR / "verifier.log"))
+    progress(f"verifier: tryon verifier, pid {verifier.process.pid} (face model loaded)")
     if not with_floor:
         return Stack(service=service, issuer=issuer, redis_url=redis_url, service_log=service_log, env=env)
     floor = stack.enter_context(

@@ -99,6 +99,8 @@ class Upload:
     version: int = 0
     """Bumped by every change of the row: a change is written only if the row is still at the version it
     was derived from (compare-and-set), so a decision made on a stale read never lands."""
+    verification_attempts: int = 0
+    """Verifications started on it: a verification that never finishes is not retried forever."""
 
     def object_keys(self) -> tuple[str, ...]:
         """Every object this upload may have in the uploads bucket: what the client PUT, and the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -100,6 +101,15 @@ class UploadRepository(Protocol):
         to ``verifying``; the claimed upload, or None when another request holds it or it is settled."""
         ...
 
+    def begin_verification(self, upload_id: str, now: datetime) -> Upload | None:
+        """A verifier starts on a claimed upload: count the attempt and renew the claim; None when the
+        upload is not being verified (settled, deleted)."""
+        ...
+
+    def stalled_verifications(self, before: datetime, limit: int) -> list[str]:
+        """Uploads claimed for verification whose claim was last renewed before ``before``."""
+        ...
+
     def lock_verified(self, upload_id: str) -> Upload | None:
         """Hold a verified upload until this transaction ends, so it cannot be deleted meanwhile (bumps its
         version); None when it is no longer verified."""
@@ -148,6 +158,29 @@ class UploadRepository(Protocol):
         """The upload's objects are gone; record it (and its new status) and end the sweep lease, if the
         row is still at ``upload.version``."""
         ...
+
+
+class VerificationQueue(Protocol):
+    def verify_soon(self, upload_id: str) -> None:
+        """Hand the upload to a verifier: one pending job per upload however often asked (a stable id).
+        Raises QueueUnavailable."""
+        ...
+
+
+class VerdictListener(Protocol):
+    def wait(self, seconds: float) -> str | None:
+        """The verdict announced for the upload since listening began, or None when none came in time."""
+        ...
+
+
+class VerdictBoard(Protocol):
+    """Where the verifier announces each verdict and the web's waiting ``complete`` hears it."""
+
+    def listen(self, upload_id: str) -> AbstractContextManager[VerdictListener]:
+        """Start listening for the upload's verdict (before handing it off, so none is missed)."""
+        ...
+
+    def announce(self, upload_id: str, verdict: str) -> None: ...
 
 
 class AuditLog(Protocol):

@@ -1,7 +1,8 @@
-"""Completing an upload (US2): prove it is the caller's, check what S3 holds, sanitise, gate on a face.
+"""Verifying an upload (US2), the verifier's half: check what S3 holds, sanitise, gate on a face.
 
-Only the caller's own, real, sane image with one face goes on; everything else is deleted, audited
-and answered with a clear reason. A settled upload answers the same way again without redoing work.
+Runs in the ``verifier`` process on an upload the web claimed (``domain/completion.py``). Only a real,
+sane image with one face goes on; everything else is deleted, audited and recorded with a clear reason.
+Every outcome is announced on the verdict board, so a waiting ``complete`` answers at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from domain.errors import Conflict, ContentRejected, DependencyUnavailable, Forbidden, Gone, NotFound
+from domain.errors import Conflict, ContentRejected, DependencyUnavailable, DomainError, Forbidden, Gone
 from domain.faces import FacePolicy
 from domain.model import (
     AuditEvent,
@@ -24,7 +25,7 @@ from domain.model import (
     UploadStatus,
     source_object_key,
 )
-from domain.ports import Clock, FaceDetector, ImageSanitizer, UnitOfWork, UploadStorage
+from domain.ports import Clock, FaceDetector, ImageSanitizer, UnitOfWork, UploadStorage, VerdictBoard
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,55 @@ class VerificationPolicy:
     """How long after the PUT URL expires the client may still complete."""
     claim_lease_seconds: int = 120
     """After this, a verification that never finished (a crashed process) may be taken over."""
+    wait_seconds: float = 8.0
+    """How long ``complete`` waits for the verdict before answering 202 (VERIFY_WAIT_SECONDS)."""
+    max_attempts: int = 2
+    """Verifications started on one upload before it is refused as too costly: a run that never ends
+    (killed by its budget, or crashing the verifier) must not be retried forever."""
 
 
 def sha256_base64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+SETTLED = "settled"
+"""The verdict announced when the upload is settled (verified, rejected, or gone); otherwise the verdict is
+the code of a retryable refusal (``upload_missing``) or of an outage (``storage_unavailable``, ...)."""
+
+
+def settled_answer(upload: Upload) -> Upload | None:
+    """A settled upload's answer: itself when verified, the refusal when rejected or gone; None while open."""
+    if upload.status is UploadStatus.VERIFIED:
+        return upload
+    if upload.status is UploadStatus.REJECTED:
+        raise ContentRejected(
+            f"the upload was rejected: {upload.rejection_reason}", code=upload.rejection_reason
+        )
+    if upload.status in (UploadStatus.EXPIRED, UploadStatus.DELETED):
+        raise Gone("the upload has expired; ask for a new upload URL", code="upload_expired")
+    return None
+
+
+def upload_event(
+    name: str,
+    actor: str,
+    upload_id: str,
+    now: datetime,
+    reason: str | None,
+    *,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    outcome = "success" if reason is None else "failure"
+    return AuditEvent(name, actor, upload_id, outcome, now, reason, details or {})
+
+
+def release(unit_of_work: Callable[[], UnitOfWork], upload: Upload, now: datetime) -> bool:
+    """Hand an unfinished verification back, so a retry can start at once; False when the upload changed
+    meanwhile (deleted, say) and there is nothing to hand back."""
+    with unit_of_work() as uow:
+        released = uow.uploads.update(replace(upload, status=UploadStatus.ISSUED, updated_at=now))
+        uow.commit()
+    return released
 
 
 class UploadVerifier:
@@ -54,6 +100,7 @@ class UploadVerifier:
         storage: UploadStorage,
         sanitizer: ImageSanitizer,
         detector: FaceDetector,
+        verdicts: VerdictBoard,
         unit_of_work: Callable[[], UnitOfWork],
         clock: Clock,
     ) -> None:
@@ -62,75 +109,45 @@ class UploadVerifier:
         self._storage = storage
         self._sanitizer = sanitizer
         self._detector = detector
+        self._verdicts = verdicts
         self._unit_of_work = unit_of_work
         self._clock = clock
 
-    def complete(self, user_id: str, upload_id: str, object_key: str) -> Upload:
+    def verify(self, upload_id: str) -> str:
+        """Verify a claimed upload and announce the verdict; returns it. An upload that is not (or no
+        longer) claimed for verification is left alone: it was settled, deleted, or verified by a twin job."""
         now = self._clock.now().replace(microsecond=0)
-        upload = self._owned(user_id, upload_id, now)
-        if object_key != upload.object_key or not object_key.startswith(f"uploads/{user_id}/"):
-            self._refuse(
-                upload, now, Forbidden("that object key was not issued to you", code="key_not_owned")
-            )
-        settled = self._settled(upload)
-        if settled is not None:
-            return settled
-        if now > upload.expires_at + timedelta(seconds=self._policy.completion_grace_seconds):
-            self._expire(upload, now)
-        stale_before = now - timedelta(seconds=self._policy.claim_lease_seconds)
         with self._unit_of_work() as uow:
-            claimed = uow.uploads.claim_for_verification(upload_id, now, stale_before)
+            upload = uow.uploads.begin_verification(upload_id, now)
             uow.commit()
-        if claimed is None:
-            return self._answer_for_someone_elses_claim(user_id, upload_id, now)
+        if upload is None:
+            return SETTLED
+        verdict = SETTLED
         try:
-            return self._verify(claimed, now)
-        except DependencyUnavailable:
-            if self._release(claimed, now):
-                raise
-            return self._lost_while_verifying(claimed, now, None)  # deleted meanwhile: 410, not 503
+            if upload.verification_attempts > self._policy.max_attempts:
+                self._reject(upload, now, "image_too_large", {"attempts": upload.verification_attempts})
+            self._verify(upload, now)
+        except Conflict as refused:
+            verdict = refused.code
+        except DependencyUnavailable as outage:
+            log.warning("verification put back after an outage", extra={"code": outage.code})
+            verdict = outage.code if release(self._unit_of_work, upload, now) else SETTLED
+        except DomainError:
+            verdict = SETTLED  # rejected (recorded), or lost to a deletion (cleaned up)
+        finally:
+            self._announce(upload_id, verdict)
+        return verdict
 
-    def look_up(self, user_id: str, upload_id: str) -> Upload:
-        """The caller's upload as it is now (anyone else's is reported as not found)."""
-        with self._unit_of_work() as uow:
-            upload = uow.uploads.get(upload_id)
-        if upload is None or upload.user_id != user_id:
-            raise NotFound("no upload of yours has that id", code="upload_not_found")
-        return upload
-
-    def _owned(self, user_id: str, upload_id: str, now: datetime) -> Upload:
-        with self._unit_of_work() as uow:
-            upload = uow.uploads.get(upload_id)
-            if upload is None or upload.user_id != user_id:
-                uow.audit.append(
-                    self._event("upload.complete_refused", user_id, upload_id, now, "upload_not_found")
-                )
-                uow.commit()
-                raise NotFound("no upload of yours has that id", code="upload_not_found")
-        return upload
-
-    def _settled(self, upload: Upload) -> Upload | None:
-        if upload.status is UploadStatus.VERIFIED:
-            return upload
-        if upload.status is UploadStatus.REJECTED:
-            raise ContentRejected(
-                f"the upload was rejected: {upload.rejection_reason}", code=upload.rejection_reason
-            )
-        if upload.status in (UploadStatus.EXPIRED, UploadStatus.DELETED):
-            raise Gone("the upload has expired; ask for a new upload URL", code="upload_expired")
-        return None
-
-    def _answer_for_someone_elses_claim(self, user_id: str, upload_id: str, now: datetime) -> Upload:
-        upload = self._owned(user_id, upload_id, now)
-        settled = self._settled(upload)
-        if settled is not None:
-            return settled
-        raise Conflict("the upload is being verified; retry in a moment", code="upload_missing")
+    def _announce(self, upload_id: str, verdict: str) -> None:
+        try:
+            self._verdicts.announce(upload_id, verdict)
+        except DependencyUnavailable:  # a waiting complete then answers 202; the row holds the verdict
+            log.warning("verdict not announced", extra={"upload_id": upload_id})
 
     def _verify(self, upload: Upload, now: datetime) -> Upload:
         info = self._storage.head(upload.object_key)
         if info is None:
-            self._release(upload, now)
+            release(self._unit_of_work, upload, now)
             self._refuse(upload, now, Conflict("nothing was uploaded yet; PUT first", code="upload_missing"))
         if info.size > min(self._policy.max_upload_bytes, upload.content_length):
             self._reject(upload, now, "too_large", {"size": info.size})
@@ -170,7 +187,7 @@ class UploadVerifier:
             won = uow.uploads.update(verified)
             if won:
                 uow.audit.append(
-                    self._event(
+                    upload_event(
                         "upload.validated", upload.user_id, upload.upload_id, now, None, details=details
                     )
                 )
@@ -193,10 +210,7 @@ class UploadVerifier:
                     self._storage.delete(key)
             log.info("verification lost to a deletion", extra={"upload_id": upload.upload_id})
             raise Gone("the upload was deleted; upload the selfie again", code="upload_expired")
-        settled = self._settled(current)
-        if settled is not None:
-            return settled
-        raise Conflict("the upload is being verified; retry in a moment", code="upload_missing")
+        return current  # verified by a twin job, or taken over by one after a stall
 
     def _delete_original(self, upload: Upload) -> None:
         """The client's bytes (EXIF, GPS and all) go as soon as the sanitised copy is on record."""
@@ -212,7 +226,7 @@ class UploadVerifier:
         with self._unit_of_work() as uow:
             if uow.uploads.update(rejected):  # lost: deleted meanwhile, and the object is gone either way
                 uow.audit.append(
-                    self._event(
+                    upload_event(
                         "upload.rejected", upload.user_id, upload.upload_id, now, reason, details=details
                     )
                 )
@@ -220,44 +234,10 @@ class UploadVerifier:
         log.info("upload rejected", extra={"upload_id": upload.upload_id, "reason": reason, **details})
         raise ContentRejected(f"the upload was rejected: {reason}", code=reason)
 
-    def _expire(self, upload: Upload, now: datetime) -> NoReturn:
-        self._storage.delete(upload.object_key)
-        expired = replace(upload, status=UploadStatus.EXPIRED, updated_at=now)
-        with self._unit_of_work() as uow:
-            if uow.uploads.update(expired):  # lost: deleted meanwhile; gone is still the answer
-                uow.audit.append(
-                    self._event("upload.expired", upload.user_id, upload.upload_id, now, "upload_expired")
-                )
-            uow.commit()
-        raise Gone(
-            "the upload URL expired before the upload was completed; ask for a new one", code="upload_expired"
-        )
-
-    def _release(self, upload: Upload, now: datetime) -> bool:
-        """Hand an unfinished verification back, so a retry can start at once; False when the upload changed
-        meanwhile (deleted, say) and there is nothing to hand back."""
-        with self._unit_of_work() as uow:
-            released = uow.uploads.update(replace(upload, status=UploadStatus.ISSUED, updated_at=now))
-            uow.commit()
-        return released
-
     def _refuse(self, upload: Upload, now: datetime, error: Forbidden | Conflict) -> NoReturn:
         with self._unit_of_work() as uow:
             uow.audit.append(
-                self._event("upload.complete_refused", upload.user_id, upload.upload_id, now, error.code)
+                upload_event("upload.complete_refused", upload.user_id, upload.upload_id, now, error.code)
             )
             uow.commit()
         raise error
-
-    @staticmethod
-    def _event(
-        name: str,
-        actor: str,
-        upload_id: str,
-        now: datetime,
-        reason: str | None,
-        *,
-        details: dict[str, Any] | None = None,
-    ) -> AuditEvent:
-        outcome = "success" if reason is None else "failure"
-        return AuditEvent(name, actor, upload_id, outcome, now, reason, details or {})

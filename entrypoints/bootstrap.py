@@ -15,12 +15,13 @@ from adapters.fal_queue import FalQueueGenerator
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import Counts, PeeweeUnitOfWork, bind, open_database, ping, read_counts
 from adapters.pillow_images import PillowImageSanitizer
-from adapters.redis_store import RedisProbe, connect_redis
-from adapters.rq_queue import RqTryOnQueue
+from adapters.redis_store import RedisProbe, RedisVerdictBoard, connect_redis
+from adapters.rq_queue import RqTryOnQueue, RqVerificationQueue
 from adapters.s3_provisioning import EXPIRING, EXPIRING_TAGGING, FAVORITE, RETENTION_TAG
 from adapters.s3_storage import S3BucketProbe, S3PrivateObjects, S3UploadUrlSigner, make_s3_client
 from adapters.system import RandomIds, SystemClock
 from domain.auth import JwtOrSession
+from domain.completion import UploadCompletion
 from domain.faces import FacePolicy
 from domain.generation import ImageGenerator
 from domain.ports import (
@@ -35,6 +36,8 @@ from domain.ports import (
     UnitOfWork,
     UploadStorage,
     UploadUrlSigner,
+    VerdictBoard,
+    VerificationQueue,
 )
 from domain.retention import SourceExpiry
 from domain.scrubbing import Scrubber
@@ -68,7 +71,9 @@ class Services:
     scrubber: Scrubber
     authenticator: Authenticator
     upload_issuer: UploadIssuer
+    upload_completion: UploadCompletion
     upload_verifier: UploadVerifier
+    """Run by the verifier process only: the web hands uploads to it through the ``verify`` queue."""
     face_detector: FaceDetector
     tryon_desk: TryOnDesk
     results: ResultStorage
@@ -101,6 +106,8 @@ class Adapters:
     generator: ImageGenerator | None = None
     source_signer: SourceUrlSigner | None = None
     results: ResultStorage | None = None
+    verification_queue: VerificationQueue | None = None
+    verdicts: VerdictBoard | None = None
 
 
 def bootstrap(
@@ -126,12 +133,14 @@ def bootstrap(
         counts = partial(read_counts, database)
     if None in (ports.signer, ports.storage, ports.results, ports.source_signer):
         _s3(settings, ports, checks)
-    if rate_limit_storage_uri is None or ports.queue is None:
+    if None in (rate_limit_storage_uri, ports.queue, ports.verification_queue, ports.verdicts):
         redis = connect_redis(settings.redis_url)
         rate_limit_storage_uri = rate_limit_storage_uri or settings.redis_url
         if ports.queue is None:
             rq_queue = RqTryOnQueue(redis)
             ports.queue, depth = rq_queue, rq_queue.depth
+        ports.verification_queue = ports.verification_queue or RqVerificationQueue(redis)
+        ports.verdicts = ports.verdicts or RedisVerdictBoard(redis)
         checks["redis"] = RedisProbe(redis).check
     if ports.generator is None and settings.fal_api_key:
         ports.generator = FalQueueGenerator(
@@ -145,7 +154,7 @@ def bootstrap(
         scrubber=scrubber_for(settings),
         authenticator=ports.authenticator or _authenticator(settings),
         readiness_checks=checks if readiness_checks is None else readiness_checks,
-        rate_limit_storage_uri=rate_limit_storage_uri,
+        rate_limit_storage_uri=rate_limit_storage_uri or settings.redis_url,
         end_request=end_request,
         read_counts=counts,
         queue_depth=depth,
@@ -197,7 +206,7 @@ def _authenticator(settings: Settings) -> Authenticator:
 
 def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
     assert ports.unit_of_work and ports.storage and ports.signer and ports.queue
-    assert ports.results and ports.source_signer
+    assert ports.results and ports.source_signer and ports.verification_queue and ports.verdicts
     clock, ids, unit_of_work = ports.clock or SystemClock(), ports.ids or RandomIds(), ports.unit_of_work
     detector = ports.detector or MtcnnFaceDetector()
     runner = None
@@ -216,6 +225,11 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             clock=clock,
             ids=ids,
         )
+    verification = VerificationPolicy(
+        max_upload_bytes=settings.max_upload_bytes,
+        unused_upload_ttl_seconds=settings.unused_upload_ttl_seconds,
+        wait_seconds=settings.verify_wait_seconds,
+    )
     expiry = SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock, queue=ports.queue)
     return {
         "sweeper": Sweeper(
@@ -235,11 +249,17 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             clock=clock,
             ids=ids,
         ),
+        "upload_completion": UploadCompletion(
+            policy=verification,
+            storage=ports.storage,
+            queue=ports.verification_queue,
+            verdicts=ports.verdicts,
+            unit_of_work=unit_of_work,
+            clock=clock,
+        ),
         "upload_verifier": UploadVerifier(
-            policy=VerificationPolicy(
-                max_upload_bytes=settings.max_upload_bytes,
-                unused_upload_ttl_seconds=settings.unused_upload_ttl_seconds,
-            ),
+            policy=verification,
+            verdicts=ports.verdicts,
             faces=FacePolicy(),
             storage=ports.storage,
             sanitizer=ports.sanitizer or PillowImageSanitizer(),

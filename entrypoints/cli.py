@@ -69,6 +69,12 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
 
+def _verifier(settings: Settings, args: argparse.Namespace) -> int:
+    from entrypoints.verifier import run_verifier
+
+    return run_verifier(settings, burst=args.burst)
+
+
 def _sweep(settings: Settings, _: argparse.Namespace) -> int:
     from entrypoints.bootstrap import bootstrap
 
@@ -109,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run an RQ worker with its scheduler")
     worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     worker.set_defaults(run=_worker)
+    verifier = commands.add_parser(
+        "verifier", help="run an RQ worker on the verify queue (loads the face model)"
+    )
+    verifier.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    verifier.set_defaults(run=_verifier)
     commands.add_parser("sweep", help="one retention and cleanup pass; prints counts").set_defaults(
         run=_sweep
     )

@@ -31,6 +31,7 @@ from entrypoints.local_stack import (
     start_gunicorn,
     start_ministack,
     start_redis,
+    start_verifier,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,12 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
         return f"gunicorn wsgi:app at {state['web'].url}; /readyz {ready.json()['checks']}"
 
     walk.step("Start the web process", web)
+
+    def verifier() -> str:
+        state["verifier"] = stack.enter_context(start_verifier(env, log_path=WORKDIR / "verifier.log"))
+        return f"tryon verifier (face model loaded, on the verify queue), pid {state['verifier'].process.pid}"
+
+    walk.step("Start the verifier process", verifier)
     api = state["web"].url
     user_id = f"demo{secrets.token_hex(4)}"
     auth = {"Authorization": f"Bearer {state['issuer'].mint(user_id)}"}

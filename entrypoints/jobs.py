@@ -36,6 +36,14 @@ def advance_tryon(tryon_id: str) -> None:
         services().end_request()
 
 
+def verify_upload(upload_id: str) -> str:
+    """The verifier's job: one upload, with the face model this process loaded at start."""
+    try:
+        return services().upload_verifier.verify(upload_id)
+    finally:
+        services().end_request()
+
+
 def expire_upload(upload_id: str) -> None:
     try:
         services().source_expiry.expire(upload_id)

@@ -142,6 +142,27 @@ def start_gunicorn(
     return LocalProcess(app, process, url)
 
 
+def start_verifier(env: dict[str, str], *, log_path: Path) -> LocalProcess:
+    """`tryon verifier` (its own process group, as a dyno), once it has loaded the face model."""
+    log = open(log_path, "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", "verifier"],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    from entrypoints.verifier import VERIFIER_WARM  # noqa: PLC0415 - only callers of this import rq's worker
+
+    wait_until(
+        lambda: VERIFIER_WARM in log_path.read_text(errors="replace"),
+        timeout=120,
+        what="tryon verifier",
+        process=process,
+    )
+    return LocalProcess("verifier", process, "")
+
+
 def answers_ok(url: str) -> bool:
     try:
         return requests.get(url, timeout=0.5).status_code == 200

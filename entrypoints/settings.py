@@ -44,6 +44,7 @@ class Settings:
     max_active_tryons: int = 3
     daily_image_quota: int = 40
     metrics_token: str | None = field(default=None, repr=False)
+    verify_wait_seconds: float = 8.0
     source_retention_seconds: int = 3600
     unused_upload_ttl_seconds: int = 86400
     processed_retention_days: int = 30
@@ -66,6 +67,8 @@ class Settings:
             raise SettingsError(f"BETTER_AUTH_SECRET is required with AUTH_MODE={self.auth_mode}")
         if self.fal_max_attempts < 1:
             raise SettingsError("FAL_MAX_ATTEMPTS must be at least 1")
+        if not 0 <= self.verify_wait_seconds <= 25:
+            raise SettingsError("VERIFY_WAIT_SECONDS must be between 0 and 25 (the router gives up at 30)")
         if self.max_active_tryons < 1:
             raise SettingsError("MAX_ACTIVE_TRYONS must be at least 1")
         if self.daily_image_quota < 1:
@@ -98,6 +101,15 @@ class Settings:
             except ValueError:
                 raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
 
+        def number(name: str, default: float) -> float:
+            raw = text(name)
+            if not raw:
+                return default
+            try:
+                return float(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
         return cls(
             uploads_bucket=text("UPLOADS_BUCKET"),
             processed_bucket=text("PROCESSED_BUCKET"),
@@ -129,6 +141,7 @@ class Settings:
             max_active_tryons=integer("MAX_ACTIVE_TRYONS", 3),
             daily_image_quota=integer("DAILY_IMAGE_QUOTA", 40),
             metrics_token=optional("METRICS_TOKEN"),
+            verify_wait_seconds=number("VERIFY_WAIT_SECONDS", 8.0),
             source_retention_seconds=integer("SOURCE_RETENTION_SECONDS", 3600),
             unused_upload_ttl_seconds=integer("UNUSED_UPLOAD_TTL_SECONDS", 86400),
             processed_retention_days=integer("PROCESSED_RETENTION_DAYS", 30),

@@ -51,7 +51,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
         # Redis is down (at start, or RQ gave up on it). Exiting would make the platform restart us, with a
         # growing cool-down on repeated crashes; trying again here is quicker and loses nothing.
         log.warning("worker restarting after losing Redis", extra={"in_seconds": RESTART_PAUSE_SECONDS})
-        if not _pause(RESTART_PAUSE_SECONDS):
+        if not pause(RESTART_PAUSE_SECONDS):
             return 0
 
 
@@ -109,7 +109,7 @@ class TryOnWorker(SimpleWorker):
             schedule_periodic(self.queues[-1])
 
 
-def _pause(seconds: float) -> bool:
+def pause(seconds: float) -> bool:
     """Sleep, unless SIGTERM/SIGINT arrives first (then False)."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -11,6 +13,7 @@ from domain.errors import (
     ContentRejected,
     GenerationFailed,
     PersistenceUnavailable,
+    QueueUnavailable,
     StorageUnavailable,
     Unauthenticated,
 )
@@ -53,8 +56,12 @@ from domain.ports import (
     UploadStorage,
     UploadUrlSigner,
     UsageRepository,
+    VerdictBoard,
+    VerdictListener,
+    VerificationQueue,
 )
 from domain.tryons import TERMINAL, TryOn, TryOnResult
+from domain.verification import UploadVerifier
 
 
 class FixedClock(Clock):
@@ -137,6 +144,17 @@ class FakeUploadRepository(UploadRepository):
         if upload.status is not UploadStatus.ISSUED and not stalled:
             return None
         return self._write(replace(upload, status=UploadStatus.VERIFYING, updated_at=now))
+
+    def begin_verification(self, upload_id: str, now: datetime) -> Upload | None:
+        upload = self.get(upload_id)
+        if upload is None or upload.status is not UploadStatus.VERIFYING:
+            return None
+        attempts = upload.verification_attempts + 1
+        return self._write(replace(upload, updated_at=now, verification_attempts=attempts))
+
+    def stalled_verifications(self, before: datetime, limit: int) -> list[str]:
+        uploads = [u for u in self._committed.values() if u.status is UploadStatus.VERIFYING]
+        return [u.upload_id for u in uploads if (u.updated_at or u.created_at) < before][:limit]
 
     def lock_verified(self, upload_id: str) -> Upload | None:
         upload = self.get(upload_id)
@@ -559,3 +577,48 @@ class FakeImageGenerator(ImageGenerator):
 
     def download(self, image: GeneratedImage, max_bytes: int) -> DownloadedImage:
         return DownloadedImage(b"\xff\xd8\xffRESULT:" + image.url.encode(), "image/jpeg")
+
+
+class FakeVerdictListener(VerdictListener):
+    def __init__(self, board: FakeVerdictBoard, upload_id: str) -> None:
+        self._board = board
+        self._upload_id = upload_id
+
+    def wait(self, seconds: float) -> str | None:
+        self._board.waited.append(seconds)
+        return self._board.heard.get(self._upload_id)
+
+
+class FakeVerdictBoard(VerdictBoard):
+    """Verdicts announced are heard by listeners of the same upload (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.heard: dict[str, str] = {}
+        self.waited: list[float] = []
+        self.down = False
+
+    @contextmanager
+    def listen(self, upload_id: str) -> Iterator[VerdictListener]:
+        self.heard.pop(upload_id, None)  # a listener hears only what is announced after it began
+        yield FakeVerdictListener(self, upload_id)
+
+    def announce(self, upload_id: str, verdict: str) -> None:
+        if self.down:
+            raise QueueUnavailable("redis is down")
+        self.heard[upload_id] = verdict
+
+
+class FakeVerificationQueue(VerificationQueue):
+    """Records hand-offs; with ``verifier`` set, verifies at once (as a verifier process would, inline)."""
+
+    def __init__(self) -> None:
+        self.queued: list[str] = []
+        self.verifier: UploadVerifier | None = None
+        self.down = False
+
+    def verify_soon(self, upload_id: str) -> None:
+        if self.down:
+            raise QueueUnavailable("redis is down")
+        self.queued.append(upload_id)
+        if self.verifier is not None:
+            self.verifier.verify(upload_id)

@@ -66,6 +66,7 @@ class UploadRow(BaseRow):
     purged_at = UtcDateTimeField(null=True)
     sweep_lease_until = UtcDateTimeField(null=True)
     version = peewee.IntegerField(default=0)
+    verification_attempts = peewee.IntegerField(default=0)
 
     class Meta:
         table_name = "uploads"

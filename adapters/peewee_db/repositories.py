@@ -54,6 +54,26 @@ class PeeweeUploadRepository(UploadRepository):
             )
         return self.get(upload_id) if changed == 1 else None
 
+    def begin_verification(self, upload_id: str, now: datetime) -> Upload | None:
+        verifying = (UploadRow.upload_id == upload_id) & (UploadRow.status == UploadStatus.VERIFYING.value)
+        with unavailable_on_failure("starting a verification"), bound_to(self._db):
+            changed = (
+                UploadRow.update(
+                    updated_at=now,
+                    verification_attempts=UploadRow.verification_attempts + 1,
+                    version=UploadRow.version + 1,
+                )
+                .where(verifying)
+                .execute(self._db)
+            )
+        return self.get(upload_id) if changed == 1 else None
+
+    def stalled_verifications(self, before: datetime, limit: int) -> list[str]:
+        stalled = (UploadRow.status == UploadStatus.VERIFYING.value) & (UploadRow.updated_at < before)
+        with unavailable_on_failure("finding stalled verifications"), bound_to(self._db):
+            query = UploadRow.select(UploadRow.upload_id).where(stalled).order_by(UploadRow.updated_at)
+            return [row.upload_id for row in query.limit(limit).execute(self._db)]
+
     def lock_verified(self, upload_id: str) -> Upload | None:
         verified = (UploadRow.upload_id == upload_id) & (UploadRow.status == UploadStatus.VERIFIED.value)
         with unavailable_on_failure("holding an upload"), bound_to(self._db):
@@ -222,6 +242,7 @@ def _upload(row: Any) -> Upload:
         stored=stored,
         rejection_reason=row.rejection_reason,
         version=row.version,
+        verification_attempts=row.verification_attempts,
     )
 
 

@@ -160,10 +160,16 @@ def _add_versions_and_usage(db: peewee.Database) -> None:
         execute_sql(db, statement)
 
 
+def _add_verification_attempts(db: peewee.Database) -> None:
+    """Issue 12: verifications started per upload, so one that never finishes is not retried forever."""
+    execute_sql(db, "ALTER TABLE uploads ADD COLUMN verification_attempts INTEGER NOT NULL DEFAULT 0")
+
+
 VERSIONS = (
     (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
     (2, "add_verification_columns", _add_verification_columns),
     (3, "create_tryons_and_results", _create_tryons_and_results),
     (4, "add_sweep_columns", _add_sweep_columns),
     (5, "add_versions_and_usage", _add_versions_and_usage),
+    (6, "add_verification_attempts", _add_verification_attempts),
 )

@@ -25,7 +25,7 @@ from entrypoints.http.security import BEARER_SCHEME, authenticate_request
 from entrypoints.logs import configure_logging
 
 MAX_JSON_BODY_BYTES = 64 * 1024
-WORKER_WARM = "worker warm: face model loaded"
+WORKER_WARM = "worker warm: pools open"
 
 
 class ProblemApi(Api):  # type: ignore[misc]
@@ -82,11 +82,11 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
 
 
 def warm_up(app: Any) -> bool:
-    """Load slow models in this process before it takes traffic; False for an app that is not ours."""
+    """Open what the first request would (database pool, Redis, S3 clients) before this process takes
+    traffic; False for an app that is not ours. The web never loads the face model: the verifier does."""
     services = getattr(app, "extensions", {}).get("tryon")
     if services is None:
         return False
-    services.face_detector.warm_up()
     for check in services.readiness_checks.values():  # opens the pools and clients the first request would
         with contextlib.suppress(DomainError):
             check()

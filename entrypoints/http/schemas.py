@@ -116,3 +116,8 @@ class UploadStateSchema(ma.Schema):
     height = ma.fields.Integer()
     checksum_sha256 = ma.fields.String()
     expires_at = UtcSeconds(metadata={"description": "When the selfie is deleted if no try-on uses it."})
+
+
+class VerifyingUploadSchema(ma.Schema):
+    upload_id = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, metadata={"enum": ["verifying"]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
+from flask import Response, current_app, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -16,6 +16,7 @@ from entrypoints.http.schemas import (
     UploadStateSchema,
     UploadTicketSchema,
     VerifiedUploadSchema,
+    VerifyingUploadSchema,
 )
 from entrypoints.http.security import current_user_id
 
@@ -63,6 +64,11 @@ class Uploads(MethodView):
 class CompleteUpload(MethodView):
     @blp.arguments(CompleteUploadSchema)
     @blp.response(200, VerifiedUploadSchema)
+    @blp.alt_response(
+        202,
+        schema=VerifyingUploadSchema,
+        description="No verdict yet: follow GET /v1/uploads/{upload_id} (see Retry-After)",
+    )
     @documents_problem(blp, 400, "bad_request: the body is not valid JSON")
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 403, "key_not_owned: that key was not issued to you (nothing was touched)")
@@ -76,15 +82,23 @@ class CompleteUpload(MethodView):
         "multiple_faces | face_too_small (the object has been deleted)",
     )
     @documents_problem(blp, 429, "rate_limited: per-user limit on mutations; see Retry-After")
-    @documents_problem(blp, 503, "database_unavailable | storage_unavailable | auth_unavailable (retryable)")
-    def post(self, body: dict[str, Any], upload_id: str) -> dict[str, Any]:
+    @documents_problem(
+        blp,
+        503,
+        "database_unavailable | storage_unavailable | queue_unavailable | auth_unavailable (retryable)",
+    )
+    def post(self, body: dict[str, Any], upload_id: str) -> dict[str, Any] | Response:
         """Verify an uploaded selfie: ownership, size, type, real content, metadata stripped, one face.
 
-        Completing the same upload again returns the same answer without redoing the work.
+        Hands the upload to the verifier (once, however often it is called) and waits up to
+        VERIFY_WAIT_SECONDS for the verdict: 200 or a refusal as soon as it is known, else 202 (follow
+        GET /v1/uploads/{upload_id}). Completing a settled upload again returns the same answer.
         """
-        upload = current_app.extensions["tryon"].upload_verifier.complete(
+        upload = current_app.extensions["tryon"].upload_completion.complete(
             current_user_id(), upload_id, body["object_key"]
         )
+        if upload.status is not UploadStatus.VERIFIED:
+            return _still_verifying(upload)
         return _verified_fields(upload)
 
 
@@ -97,7 +111,9 @@ class UploadState(MethodView):
     def get(self, upload_id: str) -> dict[str, Any]:
         """The upload's state: issued, verifying, verified (with the stored image's fields), rejected (with
         the reason in ``error``), deleted or expired."""
-        upload: Upload = current_app.extensions["tryon"].upload_verifier.look_up(current_user_id(), upload_id)
+        upload: Upload = current_app.extensions["tryon"].upload_completion.look_up(
+            current_user_id(), upload_id
+        )
         if upload.status is UploadStatus.VERIFIED and upload.stored is not None:
             return {**_verified_fields(upload), "error": None}
         error = None
@@ -105,6 +121,17 @@ class UploadState(MethodView):
             reason = upload.rejection_reason or "not_an_image"
             error = {"code": reason, "message": f"the upload was rejected: {reason}"}
         return {"upload_id": upload.upload_id, "status": upload.status.value, "error": error}
+
+
+VERIFYING_RETRY_AFTER_SECONDS = "2"
+
+
+def _still_verifying(upload: Upload) -> Response:
+    response = jsonify({"upload_id": upload.upload_id, "status": UploadStatus.VERIFYING.value})
+    response.status_code = 202
+    response.headers["Retry-After"] = VERIFYING_RETRY_AFTER_SECONDS
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _verified_fields(upload: Upload) -> dict[str, Any]:

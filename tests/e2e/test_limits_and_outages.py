@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from adapters.peewee_db import UploadRow
-from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
+from tests.inline import bootstrap_verifying_inline
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ def auth(dev_issuer) -> dict[str, str]:
 
 
 def web(settings: Settings):
-    return create_app(bootstrap(settings), configure_logs=False).test_client()
+    return create_app(bootstrap_verifying_inline(settings), configure_logs=False).test_client()
 
 
 def test_the_per_user_limit_is_shared_by_every_web_process(settings, auth):

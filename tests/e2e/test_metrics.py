@@ -9,9 +9,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from tests.fakes import FakeFaceDetector
+from tests.inline import bootstrap_verifying_inline
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_metrics_count_issued_and_rejected_uploads_and_report_the_queue(settings, dev_issuer):
     settings = replace(settings, metrics_token=secrets.token_urlsafe(24))
-    client = create_app(bootstrap(settings, detector=FakeFaceDetector()), configure_logs=False).test_client()
+    client = create_app(
+        bootstrap_verifying_inline(settings, detector=FakeFaceDetector()), configure_logs=False
+    ).test_client()
     auth = {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
     for _ in range(2):
         client.post("/v1/uploads", json={"content_type": "image/jpeg", "content_length": 10}, headers=auth)

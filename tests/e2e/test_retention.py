@@ -14,12 +14,12 @@ import pytest
 
 from adapters.peewee_db import UploadRow
 from adapters.s3_storage import make_s3_client
-from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests import hostile
 from tests.e2e.test_upload_security_contract import put
 from tests.fakes import FakeFaceDetector, FixedClock
+from tests.inline import bootstrap_verifying_inline
 from tests.integration.test_peewee_repositories import migrated_postgres_schema
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ def database_url(request: pytest.FixtureRequest, settings: Settings) -> Iterator
 def world(settings: Settings, database_url: str, dev_issuer) -> Any:
     clock = Clock()
     configured = replace(settings, unused_upload_ttl_seconds=3600, database_url=database_url)
-    services = bootstrap(configured, clock=clock, detector=FakeFaceDetector())
+    services = bootstrap_verifying_inline(configured, clock=clock, detector=FakeFaceDetector())
     client = create_app(services, configure_logs=False).test_client()
     s3 = make_s3_client(region="us-east-1", endpoint_url=settings.s3_endpoint_url)
 

@@ -22,7 +22,6 @@ from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import AuditRow, ResultRow, open_database
 from adapters.peewee_db.database import execute_sql
 from adapters.s3_storage import make_s3_client
-from entrypoints.bootstrap import bootstrap
 from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
 from entrypoints.http.app import create_app
 from entrypoints.local_stack import EMULATOR_CREDENTIALS
@@ -30,6 +29,7 @@ from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
 from tests import hostile, leaks
 from tests.e2e.test_upload_security_contract import put
+from tests.inline import bootstrap_verifying_inline
 
 pytestmark = pytest.mark.e2e
 
@@ -133,7 +133,9 @@ def workers(tryon_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
 
 @pytest.fixture
 def client(tryon_settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
-    return create_app(bootstrap(tryon_settings, detector=detector), configure_logs=False).test_client()
+    return create_app(
+        bootstrap_verifying_inline(tryon_settings, detector=detector), configure_logs=False
+    ).test_client()
 
 
 @pytest.fixture
@@ -299,7 +301,7 @@ def test_no_signed_url_token_key_or_bucket_name_is_left_in_logs_rows_or_redis(
     assert (body["status"], body["attempts"]) == ("succeeded", 3), workers.logs()
     workers.stop_all()
 
-    formatter = JsonFormatter(bootstrap(tryon_settings).scrubber)
+    formatter = JsonFormatter(bootstrap_verifying_inline(tryon_settings).scrubber)
     haystacks = {
         "worker logs": workers.logs(),
         "web logs": "\n".join(formatter.format(record) for record in caplog.records),

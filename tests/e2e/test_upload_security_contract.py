@@ -21,10 +21,10 @@ from flask.testing import FlaskClient
 
 from adapters.peewee_db import AuditRow, UploadRow
 from adapters.s3_storage import make_s3_client
-from entrypoints.bootstrap import bootstrap
 from entrypoints.dev_issuer import DevJwtIssuer
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
+from tests.inline import bootstrap_verifying_inline
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ def sha256_b64(data: bytes) -> str:
 
 
 def client_for(settings: Settings) -> FlaskClient:
-    return create_app(bootstrap(settings), configure_logs=False).test_client()
+    return create_app(bootstrap_verifying_inline(settings), configure_logs=False).test_client()
 
 
 @pytest.fixture

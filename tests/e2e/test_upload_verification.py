@@ -12,11 +12,11 @@ from flask.testing import FlaskClient
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import AuditRow, UploadRow
 from adapters.s3_storage import make_s3_client
-from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests import hostile
 from tests.e2e.test_upload_security_contract import put
+from tests.inline import bootstrap_verifying_inline
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,9 @@ def detector() -> Iterator[MtcnnFaceDetector]:
 
 @pytest.fixture
 def client(settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
-    return create_app(bootstrap(settings, detector=detector), configure_logs=False).test_client()
+    return create_app(
+        bootstrap_verifying_inline(settings, detector=detector), configure_logs=False
+    ).test_client()
 
 
 @pytest.fixture

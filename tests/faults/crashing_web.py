@@ -10,10 +10,10 @@ import signal
 from pathlib import Path
 
 from adapters.s3_storage import S3PrivateObjects, make_s3_client
-from entrypoints.bootstrap import bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.fakes import FakeFaceDetector
+from tests.inline import bootstrap_verifying_inline
 
 
 class DiesAfterDelete:
@@ -38,7 +38,7 @@ def build() -> object:
         s3, settings.uploads_bucket, sse=settings.s3_sse, kms_key_id=settings.s3_sse_kms_key_id
     )
     storage = DiesAfterDelete(uploads, Path(os.environ["CRASH_AFTER_DELETE"]))
-    return create_app(bootstrap(settings, storage=storage, detector=FakeFaceDetector()))
+    return create_app(bootstrap_verifying_inline(settings, storage=storage, detector=FakeFaceDetector()))
 
 
 app = build()

@@ -19,12 +19,12 @@ from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.s3_storage import make_s3_client
 from domain.model import UploadStatus
 from domain.ports import FaceDetector
-from entrypoints.bootstrap import bootstrap
 from entrypoints.fal_simulator import FalSimulator
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.e2e.test_tryons_end_to_end import environment
 from tests.faults.proxy import ChaosProxy
+from tests.inline import bootstrap_verifying_inline
 
 LIVE = (UploadStatus.ISSUED.value, UploadStatus.VERIFYING.value, UploadStatus.VERIFIED.value)
 AWAITING_SWEEP = (UploadStatus.REJECTED.value, UploadStatus.EXPIRED.value)
@@ -62,7 +62,7 @@ class FaultStack:
             proxy.close()
 
     def client(self, detector: FaceDetector | None = None) -> FlaskClient:
-        services = bootstrap(self.settings, detector=detector or self.detector)
+        services = bootstrap_verifying_inline(self.settings, detector=detector or self.detector)
         return create_app(services, configure_logs=False).test_client()
 
     def env(self) -> dict[str, str]:

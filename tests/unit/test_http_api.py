@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from domain.errors import StorageUnavailable
-from entrypoints.bootstrap import bootstrap, scrubber_for
+from entrypoints.bootstrap import scrubber_for
 from entrypoints.http.app import create_app
 from entrypoints.http.problems import domain_error_response
 from entrypoints.logs import JsonFormatter
@@ -32,6 +32,7 @@ from tests.fakes import (
     FakeUploadUrlSigner,
     FixedClock,
 )
+from tests.inline import bootstrap_verifying_inline
 
 SETTINGS = Settings.from_env(
     {
@@ -58,8 +59,9 @@ def build_app(
     queue: FakeTryOnQueue | None = None,
     settings: Settings = SETTINGS,
 ) -> Flask:
-    """The real app and domain with every port faked: no network, no database, no model."""
-    services = bootstrap(
+    """The real app and domain with every port faked: no network, no database, no model; the verifier
+    runs inline, as a verifier process answering in time."""
+    services = bootstrap_verifying_inline(
         settings,
         authenticator=FakeAuthenticator(),
         signer=FakeUploadUrlSigner(),

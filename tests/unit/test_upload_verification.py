@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 
+from domain.completion import UploadCompletion
 from domain.errors import Conflict, ContentRejected, Forbidden, Gone, NotFound, StorageUnavailable
 from domain.faces import FacePolicy
 from domain.model import DetectedFace, Upload, UploadStatus
@@ -15,6 +16,8 @@ from tests.fakes import (
     FakeStore,
     FakeUnitOfWork,
     FakeUploadStorage,
+    FakeVerdictBoard,
+    FakeVerificationQueue,
     FixedClock,
 )
 
@@ -27,12 +30,25 @@ class World:
         self.storage = FakeUploadStorage()
         self.detector = FakeFaceDetector()
         self.clock = FixedClock()
+        self.verdicts = FakeVerdictBoard()
+        self.queue = FakeVerificationQueue()
+        policy = VerificationPolicy(max_upload_bytes=16 * 1024 * 1024, unused_upload_ttl_seconds=86400)
         self.verifier = UploadVerifier(
-            policy=VerificationPolicy(max_upload_bytes=16 * 1024 * 1024, unused_upload_ttl_seconds=86400),
+            policy=policy,
             faces=FacePolicy(),
             storage=self.storage,
             sanitizer=FakeImageSanitizer(),
             detector=self.detector,
+            verdicts=self.verdicts,
+            unit_of_work=lambda: FakeUnitOfWork(self.store),
+            clock=self.clock,
+        )
+        self.queue.verifier = self.verifier  # a verifier that answers in time, unless a test unsets it
+        self.completion = UploadCompletion(
+            policy=policy,
+            storage=self.storage,
+            queue=self.queue,
+            verdicts=self.verdicts,
             unit_of_work=lambda: FakeUnitOfWork(self.store),
             clock=self.clock,
         )
@@ -67,7 +83,7 @@ def world() -> World:
 def test_a_real_selfie_is_sanitised_stored_recorded_and_the_original_deleted(world):
     upload = world.issue()
 
-    verified = world.verifier.complete("alice", "u1", upload.object_key)
+    verified = world.completion.complete("alice", "u1", upload.object_key)
 
     assert verified.status is UploadStatus.VERIFIED
     assert verified.stored is not None
@@ -82,9 +98,9 @@ def test_a_real_selfie_is_sanitised_stored_recorded_and_the_original_deleted(wor
 
 def test_completing_twice_gives_the_same_answer_and_does_no_work_twice(world):
     upload = world.issue()
-    first = world.verifier.complete("alice", "u1", upload.object_key)
+    first = world.completion.complete("alice", "u1", upload.object_key)
 
-    second = world.verifier.complete("alice", "u1", upload.object_key)
+    second = world.completion.complete("alice", "u1", upload.object_key)
 
     assert second == first
     assert world.storage.reads == 1
@@ -95,7 +111,7 @@ def test_another_users_upload_is_not_found_and_untouched(world):
     upload = world.issue(user_id="alice")
 
     with pytest.raises(NotFound) as refused:
-        world.verifier.complete("mallory", "u1", upload.object_key)
+        world.completion.complete("mallory", "u1", upload.object_key)
 
     assert refused.value.code == "upload_not_found"
     assert upload.object_key in world.storage.objects
@@ -105,7 +121,7 @@ def test_another_users_upload_is_not_found_and_untouched(world):
 
 def test_an_unknown_upload_is_not_found(world):
     with pytest.raises(NotFound):
-        world.verifier.complete("alice", "nope", "uploads/alice/nope")
+        world.completion.complete("alice", "nope", "uploads/alice/nope")
 
 
 @pytest.mark.parametrize("key", ["uploads/bob/u1", "uploads/alice/other", "sources/alice/u1.jpg", "../u1"])
@@ -114,7 +130,7 @@ def test_a_key_that_was_not_issued_to_the_caller_is_forbidden_and_nothing_is_tou
     world.storage.objects[key] = FakeObject(IMAGE, "image/jpeg")
 
     with pytest.raises(Forbidden) as refused:
-        world.verifier.complete("alice", "u1", key)
+        world.completion.complete("alice", "u1", key)
 
     assert refused.value.code == "key_not_owned"
     assert {upload.object_key, key} <= set(world.storage.objects)
@@ -126,12 +142,12 @@ def test_nothing_uploaded_yet_is_a_retryable_conflict_that_a_later_complete_can_
     upload = world.issue(put=False)
 
     with pytest.raises(Conflict) as refused:
-        world.verifier.complete("alice", "u1", upload.object_key)
+        world.completion.complete("alice", "u1", upload.object_key)
     assert (refused.value.code, refused.value.retryable) == ("upload_missing", True)
     assert world.store.uploads["u1"].status is UploadStatus.ISSUED
 
     world.storage.objects[upload.object_key] = FakeObject(IMAGE, "image/jpeg")
-    assert world.verifier.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
+    assert world.completion.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
 
 
 def test_completing_long_after_the_url_expired_is_gone_and_the_object_deleted(world):
@@ -139,20 +155,20 @@ def test_completing_long_after_the_url_expired_is_gone_and_the_object_deleted(wo
     world.clock.advance(300 + 601)
 
     with pytest.raises(Gone) as refused:
-        world.verifier.complete("alice", "u1", upload.object_key)
+        world.completion.complete("alice", "u1", upload.object_key)
 
     assert (refused.value.code, refused.value.retryable) == ("upload_expired", True)
     assert world.storage.objects == {}
     assert world.store.uploads["u1"].status is UploadStatus.EXPIRED
     with pytest.raises(Gone):
-        world.verifier.complete("alice", "u1", upload.object_key)
+        world.completion.complete("alice", "u1", upload.object_key)
 
 
 def test_completing_shortly_after_the_url_expired_still_works(world):
     upload = world.issue()
     world.clock.advance(300 + 60)
 
-    assert world.verifier.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
+    assert world.completion.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
 
 
 @pytest.mark.parametrize(
@@ -170,7 +186,7 @@ def test_bad_objects_are_deleted_recorded_and_refused_with_their_reason(world, s
     world.storage.objects[upload.object_key] = stored
 
     with pytest.raises(ContentRejected) as refused:
-        world.verifier.complete("alice", "u1", upload.object_key)
+        world.completion.complete("alice", "u1", upload.object_key)
 
     assert refused.value.code == code
     assert world.storage.objects == {}
@@ -194,12 +210,12 @@ def test_the_face_gate_refuses_with_a_clear_reason(world, faces, code):
     world.detector.faces = faces
 
     with pytest.raises(ContentRejected) as refused:
-        world.verifier.complete("alice", "u1", upload.object_key)
+        world.completion.complete("alice", "u1", upload.object_key)
 
     assert refused.value.code == code
     assert world.storage.objects == {}
     with pytest.raises(ContentRejected) as again:
-        world.verifier.complete("alice", "u1", upload.object_key)
+        world.completion.complete("alice", "u1", upload.object_key)
     assert again.value.code == code
     assert world.detector.calls == 1
 
@@ -208,31 +224,66 @@ def test_a_small_background_face_beside_the_selfie_does_not_count(world):
     upload = world.issue()
     world.detector.faces = [DetectedFace(100, 100, 150, 150, 0.99), DetectedFace(5, 300, 30, 30, 0.97)]
 
-    assert world.verifier.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
+    assert world.completion.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
 
 
 def test_a_storage_outage_releases_the_upload_so_a_retry_can_verify_it(world):
     upload = world.issue()
     world.storage.down = True
 
-    with pytest.raises(StorageUnavailable):
-        world.verifier.complete("alice", "u1", upload.object_key)
+    with pytest.raises(StorageUnavailable) as outage:
+        world.completion.complete("alice", "u1", upload.object_key)
+    assert outage.value.code == "storage_unavailable"
     assert world.store.uploads["u1"].status is UploadStatus.ISSUED
 
     world.storage.down = False
-    assert world.verifier.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
+    assert world.completion.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
 
 
-def test_a_concurrent_verification_answers_retry_later(world):
+def test_a_complete_during_a_verification_waits_for_it_and_hands_nothing_off_again(world):
     upload = world.issue()
     world.store.uploads["u1"] = Upload(
         **{**upload.__dict__, "status": UploadStatus.VERIFYING, "updated_at": world.clock.now()}
     )
 
-    with pytest.raises(Conflict) as refused:
-        world.verifier.complete("alice", "u1", upload.object_key)
+    answer = world.completion.complete("alice", "u1", upload.object_key)
 
-    assert refused.value.retryable
+    assert answer.status is UploadStatus.VERIFYING  # no verdict within the wait: 202
+    assert world.queue.queued == []
+    assert world.verdicts.waited == [8.0]
+    assert world.detector.calls == 0
+
+
+def test_without_a_verifier_the_upload_is_handed_off_once_and_answered_later(world):
+    upload = world.issue()
+    world.queue.verifier = None  # the verifier is down, or slower than the wait
+
+    for _ in range(3):
+        assert world.completion.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFYING
+    assert world.queue.queued == ["u1"]
+
+    assert world.verifier.verify("u1") == "settled"  # the verifier comes up and takes the job
+    assert world.completion.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
+    assert [e.event for e in world.store.audit].count("upload.validated") == 1
+
+
+def test_a_stalled_verification_is_queued_again_and_refused_after_its_attempts(world):
+    upload = world.issue()
+    world.queue.verifier = None
+    world.completion.complete("alice", "u1", upload.object_key)
+    for attempt in (1, 2):  # each start is counted; a verifier that dies leaves the claim to go stale
+        with FakeUnitOfWork(world.store) as uow:
+            assert uow.uploads.begin_verification("u1", world.clock.now()) is not None
+            uow.commit()
+        world.clock.advance(121)
+        assert world.completion.requeue_stalled() == 1
+        assert world.queue.queued == ["u1"] * (attempt + 1)
+
+    assert world.verifier.verify("u1") == "settled"
+
+    assert world.store.uploads["u1"].status is UploadStatus.REJECTED
+    assert world.store.uploads["u1"].rejection_reason == "image_too_large"
+    assert upload.object_key not in world.storage.objects
     assert world.detector.calls == 0
 
 
@@ -243,4 +294,4 @@ def test_a_verification_that_stalled_past_its_lease_is_taken_over(world):
     )
     world.clock.advance(121)
 
-    assert world.verifier.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED
+    assert world.completion.complete("alice", "u1", upload.object_key).status is UploadStatus.VERIFIED

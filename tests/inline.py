@@ -1,0 +1,18 @@
+"""The real composition root with the verifier run inline: `complete` then answers as the web does when a
+verifier process gives its verdict in time. For tests that drive the app in-process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from entrypoints.bootstrap import Services, bootstrap
+from entrypoints.settings import Settings
+from tests.fakes import FakeVerdictBoard, FakeVerificationQueue
+
+
+def bootstrap_verifying_inline(settings: Settings | None = None, **overrides: Any) -> Services:
+    queue = FakeVerificationQueue()
+    overrides.setdefault("verdicts", FakeVerdictBoard())
+    services = bootstrap(settings, verification_queue=queue, **overrides)
+    queue.verifier = services.upload_verifier
+    return services
