@@ -4,8 +4,8 @@ Threaded workers (gthread): ``WEB_CONCURRENCY`` processes of ``WEB_THREADS`` thr
 or a long wait holds one thread, not a whole process. Everything a request touches is safe across threads
 (the database pool hands each thread a connection of its own).
 
-Each worker loads the face model once, right after it starts and before it takes traffic, so no
-user waits for TensorFlow. Loading happens after the fork: TensorFlow's thread pools do not survive one.
+Each worker opens its pools (database, Redis, S3) before it takes traffic. The web never loads the face
+model: verification runs in the ``verifier`` process, and ``complete`` waits for its verdict on Redis.
 """
 
 from __future__ import annotations

@@ -87,7 +87,10 @@ def warm_up(app: Any) -> bool:
     services = getattr(app, "extensions", {}).get("tryon")
     if services is None:
         return False
-    for check in services.readiness_checks.values():  # opens the pools and clients the first request would
-        with contextlib.suppress(DomainError):
-            check()
+    try:
+        for check in services.readiness_checks.values():  # opens the pools and clients a request would
+            with contextlib.suppress(DomainError):
+                check()
+    finally:
+        services.end_request()  # the main thread's database connection goes back to the pool
     return True
