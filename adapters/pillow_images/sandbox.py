@@ -25,7 +25,7 @@ nothing the parent loaded — TensorFlow and its thread pools, MTCNN's model, op
 credentials in the environment (the child gets an allow-listed environment) — reaches the child, whenever it
 is started or restarted. The child imports only this package (Pillow, pillow-heif, the domain's model and
 errors) and whatever ``inner``'s pickle names. Call ``start()`` when the verifier boots (before or after
-loading the face model, it does not matter for safety) to pay the child's start-up (~0.2 s) there rather
+loading the face model, it does not matter for safety) to pay the child's start-up (~0.1 s) there rather
 than in the first verification; without it the first ``sanitize`` starts the child.
 
 **Limits set in the child** (a second line behind the parent's budget, and what still holds if the parent
@@ -50,6 +50,8 @@ few MB).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -76,21 +78,29 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 DEFAULT_BUDGET_SECONDS = 20.0
 DEFAULT_ADDRESS_SPACE_BYTES = 1280 * MiB
-"""The child's address-space cap. Peak virtual size (VmPeak) of a child sanitising, measured with Pillow 11
-and pillow-heif (libheif 1.23) under ``PillowImageSanitizer``'s default limits: ~60 MB idle; a 12 MP
-selfie 80 MB (JPEG), 111 MB (progressive JPEG), 258 MB (HEIC, four decoding threads); at the 50 MP cap
-105 MB (JPEG, drafted), 378 MB (progressive 4:4:4 JPEG: coefficients at full size), 364 MB (RGB PNG),
-585 MB (16-bit grey PNG), 855 MB (RGB WebP), 364 MB (30 MP HEIC, about the most one HEVC image holds); the
-largest of all, a 42 MP RGBA WebP (just within the 160 MiB decode budget), 931 MB. 1 GiB would leave that
-one less than 10 % of headroom, so 1.25 GiB: every legitimate image fits with 350 MB to spare, and a
-decoder that runs away stops there (on a 2.5 GB dyno, beside the ~750 MB face model)."""
+"""The child's address-space cap (RLIMIT_AS: virtual memory, so it also counts reservations, which is why
+the child runs with ``MALLOC_ARENA_MAX=1``: without it, every thread libheif decodes with leaves a 64 MiB
+malloc arena behind, and a long-lived child's reservations creep towards the cap).
+
+Peak virtual size (VmPeak) of a fresh child sanitising one image with ``PillowImageSanitizer``'s defaults
+(Pillow 11, pillow-heif with libheif 1.23), in MiB: idle 60. A 12 MP selfie: JPEG 79, progressive JPEG
+109, HEIC 174. At the 50 MP cap: JPEG 103 (drafted), progressive 4:4:4 JPEG 369 (coefficients buffered at
+full size), RGB PNG 356, 16-bit grey PNG 572, RGB WebP 837; HEIC at 30 MP (about the most one HEVC image
+holds) 292, with alpha 459; RGBA within the 160 MiB decode budget (42 MP): PNG 668, WebP 910, the most of
+all (938 in a child that had decoded a dozen large images before). 1 GiB would leave that one ~10 %, so
+1.25 GiB: every legitimate image fits with 300 MiB to spare, and a decoder that runs away stops there (a
+2.5 GB dyno holds it beside the ~750 MB face model). Past the cap a Python allocation raises MemoryError
+(refused ``image_too_large``, the child replaced); one inside libjpeg or libheif surfaces from Pillow as a
+broken stream (the inner sanitizer's ``not_an_image``); a crash is ``image_too_large``."""
 DEFAULT_MAX_RESULT_BYTES = 32 * MiB
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 30.0
 CPU_MARGIN_SECONDS = 2
 _MAX_REQUEST_BYTES = 256 * MiB
+_PIPE_BYTES = MiB  # Linux's default pipe-max-size for unprivileged processes
 _STOP_GRACE_SECONDS = 2.0
 _REAP_SECONDS = 5.0
 _ORPHAN_POLL_SECONDS = 1.0
+_WATCH_STACK_BYTES = 256 * 1024
 _CHILD_ENVIRONMENT = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 _CHILD_BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
@@ -354,14 +364,17 @@ class _Worker:
         self.ready = False
         self._to_child = process.stdin.fileno()
         self._from_child = process.stdout.fileno()
-        os.set_blocking(self._to_child, False)
-        os.set_blocking(self._from_child, False)
+        for fd in (self._to_child, self._from_child):
+            os.set_blocking(fd, False)
+            with contextlib.suppress(OSError):  # fewer wake-ups per image; the default 64 KiB works too
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
     @classmethod
     def spawn(cls) -> _Worker:
         if not sys.executable:
             raise OSError("no Python interpreter to start the child with (sys.executable is empty)")
         environment = {name: os.environ[name] for name in _CHILD_ENVIRONMENT if name in os.environ}
+        environment["MALLOC_ARENA_MAX"] = "1"  # see DEFAULT_ADDRESS_SPACE_BYTES
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and code, no shell
             [sys.executable, "-I", "-c", _CHILD_BOOT, json.dumps(sys.path)],
             stdin=subprocess.PIPE,
@@ -556,7 +569,9 @@ def _watch_parent(parent: int) -> None:
             if os.getppid() != parent:
                 os._exit(4)
 
+    threading.stack_size(_WATCH_STACK_BYTES)
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    threading.stack_size(0)
 
 
 def _child_read(fd: int, size: int, *, eof_ok: bool = False) -> bytes:

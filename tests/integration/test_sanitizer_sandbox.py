@@ -149,6 +149,7 @@ def test_the_child_is_a_fresh_interpreter_without_what_the_parent_loaded(scripte
         assert not {name for name in modules if name.split(".")[0] in {"tensorflow", "mtcnn", "keras"}}
         assert "PIL.Image" in modules  # what the child is for is loaded up front
         assert "FAKE_FAL_KEY" not in seen["environment"]
+        assert "MALLOC_ARENA_MAX" in seen["environment"]
 
 
 def test_without_start_the_first_image_starts_the_child_and_close_ends_it(sandboxes):
