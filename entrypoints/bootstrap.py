@@ -14,7 +14,7 @@ from adapters.better_auth_session import BetterAuthSessionAuthenticator
 from adapters.fal_queue import FalQueueGenerator
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import Counts, PeeweeUnitOfWork, bind, open_database, ping, read_counts
-from adapters.pillow_images import PillowImageSanitizer
+from adapters.pillow_images import PillowImageSanitizer, SandboxedImageSanitizer
 from adapters.redis_store import RedisProbe, RedisVerdictBoard, connect_redis
 from adapters.rq_queue import RqTryOnQueue, RqVerificationQueue
 from adapters.s3_provisioning import EXPIRING, EXPIRING_TAGGING, FAVORITE, RETENTION_TAG
@@ -75,6 +75,7 @@ class Services:
     upload_verifier: UploadVerifier
     """Run by the verifier process only: the web hands uploads to it through the ``verify`` queue."""
     face_detector: FaceDetector
+    sanitizer: ImageSanitizer
     tryon_desk: TryOnDesk
     results: ResultStorage
     source_expiry: SourceExpiry
@@ -225,6 +226,8 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             clock=clock,
             ids=ids,
         )
+    # Decoding runs in a child process with its own budget; started lazily (only the verifier sanitises).
+    sanitizer = ports.sanitizer or SandboxedImageSanitizer(PillowImageSanitizer())
     verification = VerificationPolicy(
         max_upload_bytes=settings.max_upload_bytes,
         unused_upload_ttl_seconds=settings.unused_upload_ttl_seconds,
@@ -262,12 +265,13 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             verdicts=ports.verdicts,
             faces=FacePolicy(),
             storage=ports.storage,
-            sanitizer=ports.sanitizer or PillowImageSanitizer(),
+            sanitizer=sanitizer,
             detector=detector,
             unit_of_work=unit_of_work,
             clock=clock,
         ),
         "face_detector": detector,
+        "sanitizer": sanitizer,
         "tryon_desk": TryOnDesk(
             unit_of_work=unit_of_work,
             queue=ports.queue,

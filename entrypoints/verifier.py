@@ -35,6 +35,9 @@ def run_verifier(settings: Settings, *, burst: bool = False) -> int:
     services = bootstrap(settings)
     configure_logging(services.scrubber)
     jobs.install(services)
+    start_sandbox = getattr(services.sanitizer, "start", None)
+    if start_sandbox is not None:  # its child interpreter starts now, not in the first verification
+        start_sandbox()
     services.face_detector.warm_up()
     log.info(VERIFIER_WARM)
     connection = connect_redis(settings.redis_url)
