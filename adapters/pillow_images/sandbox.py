@@ -5,7 +5,8 @@ sends the result back; the parent enforces a wall-clock budget per image from ou
 child runs under resource limits. Whatever a decoder does with hostile bytes (loops, allocates, crashes),
 the verifier loses one budget at most and answers with a refusal the domain already knows how to handle:
 
-- the inner sanitizer's ``ContentRejected`` comes back with the same code and detail;
+- the inner sanitizer's ``ContentRejected`` comes back with the same code (one of the port's three) and
+  detail;
 - the budget runs out (``budget_seconds``, 20 s by default): the child is SIGKILLed, a warning with the
   elapsed time is logged, and the image is refused ``image_too_large``;
 - the child dies (``MemoryError`` under its address-space cap, a segfault, its CPU-time cap, a kill from
@@ -116,6 +117,8 @@ _RESULT = struct.Struct("!IIIIBQ")  # width, height, preview width, preview heig
 _READY, _RESULT_OK, _REJECTED, _FAILED, _OUT_OF_MEMORY = range(5)
 _READY_NONCE = bytes(8)
 _MAX_CODE_CHARS = 64
+_PORT_CODES = frozenset({"content_type_mismatch", "not_an_image", "image_too_large"})
+"""What ``ImageSanitizer.sanitize`` may refuse with; any other code from the child is out of protocol."""
 _MAX_DETAIL_CHARS = 500
 
 
@@ -317,16 +320,20 @@ def _outcome(kind: int, body: bytes, pid: int) -> SanitizedImage:
         if kind == _REJECTED:
             code_length = body[0]
             code = body[1 : 1 + code_length].decode("ascii")
-            detail = body[1 + code_length :].decode("utf-8", "replace")[:_MAX_DETAIL_CHARS]
-            if 0 < code_length <= _MAX_CODE_CHARS and code.isidentifier():
-                raise ContentRejected(detail, code=code)
+            if code in _PORT_CODES:
+                raise ContentRejected(_printable(body[1 + code_length :]), code=code)
         elif kind == _FAILED:
-            failure = body.decode("utf-8", "replace")[:_MAX_DETAIL_CHARS]
+            failure = _printable(body)
             log.warning("image sanitiser child %d failed with %s", pid, failure)
             raise ContentRejected("the image could not be decoded", code="not_an_image")
     except (ValueError, IndexError, struct.error):
         pass
     raise _BadReply(f"a malformed reply of kind {kind}")
+
+
+def _printable(text: bytes) -> str:
+    decoded = text.decode("utf-8", "replace")[:_MAX_DETAIL_CHARS]
+    return "".join(character if character.isprintable() else "?" for character in decoded)
 
 
 def _decoded_result(body: bytes) -> SanitizedImage:
@@ -336,8 +343,10 @@ def _decoded_result(body: bytes) -> SanitizedImage:
     start += type_length
     data = body[start : start + data_length]
     rgb = body[start + data_length :]
-    if len(data) != data_length or len(rgb) != preview_width * preview_height * 3 or "/" not in content_type:
+    if len(data) != data_length or len(rgb) != preview_width * preview_height * 3:
         raise ValueError("inconsistent lengths")
+    if not (content_type.isprintable() and content_type.count("/") == 1):
+        raise ValueError("not a media type")
     preview = Pixels(width=preview_width, height=preview_height, rgb=rgb)
     return SanitizedImage(data=data, content_type=content_type, width=width, height=height, preview=preview)
 

@@ -316,11 +316,26 @@ def alive(pid: int) -> bool:
         (sandbox_module._REJECTED, b""),
         (sandbox_module._REJECTED, b"\x05a b;c"),  # not a code
         (sandbox_module._REJECTED, b"\x00detail"),
+        (sandbox_module._REJECTED, b"\x08verifieddetail"),  # an identifier, but no code of the port's
     ],
 )
 def test_a_malformed_reply_is_out_of_protocol(kind, body):
     with pytest.raises(sandbox_module._BadReply):
         sandbox_module._outcome(kind, body, 1)
+
+
+def test_a_refusals_detail_from_the_child_is_printable_text():
+    body = b"\x0cnot_an_image" + b"broken\n\x1b[31m\xff"
+    with pytest.raises(ContentRejected) as caught:
+        sandbox_module._outcome(sandbox_module._REJECTED, body, 1)
+    assert (caught.value.code, caught.value.detail) == ("not_an_image", "broken??[31m\ufffd")
+
+
+def test_a_code_the_port_does_not_know_is_refused_as_not_an_image_and_the_child_replaced(scripted):
+    pid = scripted.child_pid
+    error, _ = refused(scripted, b"refuse:verified")
+    assert error.code == "not_an_image"
+    assert scripted.child_pid != pid
 
 
 def test_a_well_formed_reply_comes_back_intact():
