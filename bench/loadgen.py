@@ -4,6 +4,7 @@ Open loop: requests are *scheduled* at a fixed rate and each latency is measured
 time, so a slow server is charged for the requests it delayed (no coordinated omission).
 Closed loop: N connections send back to back for a fixed time; throughput is completions per second.
 All at once: N calls, one thread each, let go together by a barrier (a burst); each is timed on its own.
+Steady: open loop at a fixed rate until told to stop (a background load beside something else measured).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ MAX_REQUESTS_PER_SECOND_PER_CONNECTION = 20_000  # a hard cap on closed-loop ite
 
 @dataclass(frozen=True)
 class Target:
-    """Where to POST and what: ``headers_for(i)`` gives the headers of the i-th request."""
+    """Where to send what: ``headers_for(i)`` gives the headers of the i-th request (a POST by default)."""
 
     host: str
     port: int
     path: str
-    body: bytes
+    body: bytes | None
     headers_for: Callable[[int], dict[str, str]]
     expected_status: int = 201
+    method: str = "POST"
 
 
 @dataclass
@@ -96,7 +98,7 @@ class _Recorder:
 def _send(connection: http.client.HTTPConnection, target: Target, index: int) -> str | None:
     """One request; None if the answer had the expected status, else what went wrong."""
     try:
-        connection.request("POST", target.path, body=target.body, headers=target.headers_for(index))
+        connection.request(target.method, target.path, body=target.body, headers=target.headers_for(index))
         response = connection.getresponse()
         payload = response.read()
     except (OSError, http.client.HTTPException) as error:
@@ -195,6 +197,47 @@ def closed_loop(target: Target, *, connections: int, seconds: float, warmup: flo
             connection.close()
 
     _run_threads(connections, worker, stop, "closed-loop")
+    return result
+
+
+def steady(
+    target: Target, *, rate: float, stop: threading.Event, connections: int = 8, label: str = ""
+) -> Result:
+    """``rate`` requests/s, open loop, from now until ``stop`` is set; each latency from its scheduled send.
+
+    Requests scheduled before ``stop`` is set are all reported (the last ones are waited for); ``seconds``
+    is the time from the first scheduled send to ``stop``. Run it on a thread of its own.
+    """
+    start = time.perf_counter() + 0.05
+    result = Result(label=label or f"steady {rate:g}/s", seconds=0.0)
+    recorder = _Recorder(result, (-math.inf, math.inf))
+    halt = threading.Event()
+    lock = threading.Lock()
+    next_index = [0]
+    stopped_at = [math.inf]
+
+    def worker() -> None:
+        connection = _connect(target)
+        try:
+            while not halt.is_set():
+                with lock:
+                    index = next_index[0]
+                    next_index[0] += 1
+                scheduled = start + index / rate
+                while (delay := scheduled - time.perf_counter()) > 0 and not stop.is_set():
+                    stop.wait(min(delay, 0.05))
+                if stop.is_set():
+                    with lock:
+                        stopped_at[0] = min(stopped_at[0], time.perf_counter())
+                    if scheduled >= stopped_at[0]:
+                        return
+                error = _send(connection, target, index)
+                recorder.record(scheduled, time.perf_counter() - scheduled, error)
+        finally:
+            connection.close()
+
+    _run_threads(connections, worker, halt, "steady")
+    result.seconds = max(0.0, min(stopped_at[0], time.perf_counter()) - start)
     return result
 
 

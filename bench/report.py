@@ -93,6 +93,10 @@ def error_problems(*systems: Measured) -> list[str]:
 NOT_MEASURED = "-"
 """The earlier cell of a figure no earlier run measured."""
 
+EARLIER = "earlier (web verified, 2 sync workers)"
+"""The earlier figures' column: measured before verification moved to the verifier process, when each of
+2 sync gunicorn workers carried the face model and verified in the request."""
+
 Beside = tuple[str, str, str]
 """(label, the earlier figure as text, this run's figure); a row with both figures empty is a heading."""
 
@@ -106,9 +110,10 @@ def by_kind(kinds: Mapping[str, int]) -> str:
     return f"{total} (" + ", ".join(f"{kind} x{count}" for kind, count in ranked) + ")"
 
 
-def beside_earlier(title: str, issue: int, rows: Sequence[Beside]) -> str:
-    """A three-column table: what, the earlier issue's figure (as recorded, text), this run's."""
-    header: Beside = (title, f"earlier (issue {issue})", "this run")
+def beside_earlier(title: str, issue: int | str, rows: Sequence[Beside]) -> str:
+    """A three-column table: what, the earlier figure (as issue ``issue`` recorded it, text), this run's."""
+    issues = f"issues {issue}" if isinstance(issue, str) else f"issue {issue}"
+    header: Beside = (f"{title} (earlier: {issues})", EARLIER, "this run")
     widths = [max(len(row[column]) for row in (header, *rows)) + 2 for column in range(3)]
     widths[1], widths[2] = max(widths[1], 20), max(widths[2], 14)
 

@@ -1,8 +1,9 @@
 """Starts what the benchmarks measure, on loopback: the real service and (for issuance) the floor.
 
 Shared by ``bench.issuance``, ``bench.verification`` and ``bench.tryons``: ministack, Redis, a dev JWT
-issuer, a fresh database, ``tryon migrate`` / ``provision``, then the real service under gunicorn with
-every worker's face model warm. The floor runs with the same gunicorn command line (the one
+issuer, a fresh database, ``tryon migrate`` / ``provision``, then the real service under gunicorn (gthread
+workers, pools open; the web carries no face model) and one ``tryon verifier`` (the face model loaded). The
+floor runs with the same gunicorn command line (the one
 ``entrypoints.local_stack.start_gunicorn`` uses), only the app module differs. Everything started is
 registered on the caller's ``ExitStack``.
 """
@@ -56,6 +57,11 @@ class Stack:
     floor: LocalProcess | None = None
     env: dict[str, str] = field(default_factory=dict)
     """The service's environment (database, Redis, S3, buckets, issuer): what a worker process needs too."""
+    verifier: LocalProcess | None = None
+    """The one ``tryon verifier`` (its process, not a wrapper: its pid is the verifier's)."""
+    verifier_log: Path | None = None
+    """The verifier's log, this run's only (the previous one is moved to ``verifier.previous.log``): JSON
+    lines with millisecond ``ts``."""
 
 
 def progress(message: str) -> None:
@@ -123,7 +129,7 @@ def _log_size(log: Path) -> int:
 
 
 def _wait_until_every_worker_is_warm(log: Path, since: int, workers: int, timeout: float = 120) -> None:
-    """Each web worker loads the face model after it starts; measuring before that measures the load.
+    """Each web worker opens its pools after it starts; measuring before that measures the opening.
 
     The log is appended to across runs: only what this run wrote (from byte ``since``) counts.
     """
@@ -191,15 +197,28 @@ def start_stack(
     ready = requests.get(f"{service.url}/readyz", timeout=10)
     if ready.status_code != 200:
         raise LocalServiceError(f"service /readyz answered {ready.status_code}: {ready.text[:300]}")
-    progress(f"service: gunicorn wsgi:app, {workers} workers, at {service.url} (ready)")
-    verifier = stack.enter_context(start_verifier(env, log_path=WORKDIR / "verifier.log"))
-    progress(f"verifier: tryon verifier, pid {verifier.process.pid} (face model loaded)")
-    if not with_floor:
-        return Stack(service=service, issuer=issuer, redis_url=redis_url, service_log=service_log, env=env)
-    floor = stack.enter_context(
-        start_gunicorn(env, app="bench.floor_app:app", workers=workers, log_path=WORKDIR / "floor.log")
+    threads = os.environ.get("WEB_THREADS", "8")
+    progress(
+        f"service: gunicorn wsgi:app, {workers} gthread workers x {threads} threads, at {service.url} (ready)"
     )
-    progress(f"floor: gunicorn bench.floor_app:app, {workers} workers, at {floor.url}")
+    verifier_log = WORKDIR / "verifier.log"
+    if verifier_log.exists():  # start_verifier looks for its "warm" line anywhere in the file: start afresh
+        verifier_log.replace(verifier_log.with_name("verifier.previous.log"))
+    verifier = stack.enter_context(start_verifier(env, log_path=verifier_log))
+    progress(f"verifier: tryon verifier, pid {verifier.process.pid} (face model loaded)")
+    floor = None
+    if with_floor:
+        floor = stack.enter_context(
+            start_gunicorn(env, app="bench.floor_app:app", workers=workers, log_path=WORKDIR / "floor.log")
+        )
+        progress(f"floor: gunicorn bench.floor_app:app, {workers} workers, at {floor.url}")
     return Stack(
-        service=service, issuer=issuer, redis_url=redis_url, service_log=service_log, floor=floor, env=env
+        service=service,
+        issuer=issuer,
+        redis_url=redis_url,
+        service_log=service_log,
+        floor=floor,
+        env=env,
+        verifier=verifier,
+        verifier_log=verifier_log,
     )
