@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MINISTACK_VENV := .tools/ministack
 MINISTACK_VERSION := 1.5.33
 
-.PHONY: install tools node lint test fuzz faults demo bench clean
+.PHONY: install tools node lint unit test fuzz faults demo bench clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ lint: install
 
 test: install tools node lint
 	$(BIN)/pytest
+
+# The fast loop while editing: the unit tier only (fakes; seconds, no emulator, no npm, no lint).
+unit: install
+	$(BIN)/pytest tests/unit -q -p no:cacheprovider
 
 # More hostile input than `make test` sends: 1,000 generated requests per operation and token state, with
 # fresh random inputs each run (Hypothesis prints the seed of a failure so it can be replayed).
