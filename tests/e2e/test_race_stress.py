@@ -49,6 +49,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import psycopg2
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from adapters.s3_storage import make_s3_client
 from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
@@ -176,6 +178,13 @@ class Http:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            # gthread workers keep connections alive and close idle ones after 2 s: a read sent on one the
+            # server is closing at that instant never reaches the app. Retry reads (GET) then, as clients do;
+            # mutations are never retried, so a lost one still counts.
+            retries = Retry(
+                total=2, connect=2, read=2, status=0, allowed_methods={"GET"}, raise_on_status=False
+            )
+            session.mount("http://", HTTPAdapter(max_retries=retries))
         return session
 
     def call(self, r: Round, label: str, method: str, path: str, **kwargs: Any) -> Answer:
