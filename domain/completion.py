@@ -26,7 +26,14 @@ from domain.errors import (
 )
 from domain.model import Upload, UploadStatus
 from domain.ports import Clock, UnitOfWork, UploadStorage, VerdictBoard, VerificationQueue
-from domain.verification import SETTLED, VerificationPolicy, release, settled_answer, upload_event
+from domain.verification import (
+    SETTLED,
+    VerificationPolicy,
+    refuse,
+    release,
+    settled_answer,
+    upload_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +65,11 @@ class UploadCompletion:
         now = self._clock.now().replace(microsecond=0)
         upload = self._owned(user_id, upload_id, now)
         if object_key != upload.object_key or not object_key.startswith(f"uploads/{user_id}/"):
-            self._refuse(
-                upload, now, Forbidden("that object key was not issued to you", code="key_not_owned")
+            refuse(
+                self._unit_of_work,
+                upload,
+                now,
+                Forbidden("that object key was not issued to you", code="key_not_owned"),
             )
         settled = settled_answer(upload)
         if settled is not None:
@@ -136,11 +146,3 @@ class UploadCompletion:
         raise Gone(
             "the upload URL expired before the upload was completed; ask for a new one", code="upload_expired"
         )
-
-    def _refuse(self, upload: Upload, now: datetime, error: Forbidden) -> NoReturn:
-        with self._unit_of_work() as uow:
-            uow.audit.append(
-                upload_event("upload.complete_refused", upload.user_id, upload.upload_id, now, error.code)
-            )
-            uow.commit()
-        raise error

@@ -142,7 +142,8 @@ class TryOnDesk:
         order.check()
         now = self._clock.now().replace(microsecond=0)
         with self._unit_of_work() as uow:
-            used_today = uow.usage.hold(user_id, now.date().isoformat())
+            today = now.date().isoformat()
+            used_today = uow.usage.hold(user_id, today)
             if idempotency_key is not None:
                 earlier = uow.tryons.by_idempotency_key(user_id, idempotency_key)
                 if earlier is not None:
@@ -177,7 +178,7 @@ class TryOnDesk:
                 next_action_at=now,
             )
             uow.tryons.add(tryon)
-            uow.usage.record_images(user_id, now.date().isoformat(), used_today + order.num_images)
+            uow.usage.record_images(user_id, today, used_today + order.num_images)
             uow.audit.append(
                 AuditEvent(
                     "tryon.requested",

@@ -91,6 +91,18 @@ def release(unit_of_work: Callable[[], UnitOfWork], upload: Upload, now: datetim
     return released
 
 
+def refuse(
+    unit_of_work: Callable[[], UnitOfWork], upload: Upload, now: datetime, error: Forbidden | Conflict
+) -> NoReturn:
+    """Audit a refused completion (nothing about the upload changes) and raise it."""
+    with unit_of_work() as uow:
+        uow.audit.append(
+            upload_event("upload.complete_refused", upload.user_id, upload.upload_id, now, error.code)
+        )
+        uow.commit()
+    raise error
+
+
 class UploadVerifier:
     def __init__(
         self,
@@ -148,7 +160,12 @@ class UploadVerifier:
         info = self._storage.head(upload.object_key)
         if info is None:
             release(self._unit_of_work, upload, now)
-            self._refuse(upload, now, Conflict("nothing was uploaded yet; PUT first", code="upload_missing"))
+            refuse(
+                self._unit_of_work,
+                upload,
+                now,
+                Conflict("nothing was uploaded yet; PUT first", code="upload_missing"),
+            )
         if info.size > min(self._policy.max_upload_bytes, upload.content_length):
             self._reject(upload, now, "too_large", {"size": info.size})
         if info.size != upload.content_length:
@@ -233,11 +250,3 @@ class UploadVerifier:
             uow.commit()
         log.info("upload rejected", extra={"upload_id": upload.upload_id, "reason": reason, **details})
         raise ContentRejected(f"the upload was rejected: {reason}", code=reason)
-
-    def _refuse(self, upload: Upload, now: datetime, error: Forbidden | Conflict) -> NoReturn:
-        with self._unit_of_work() as uow:
-            uow.audit.append(
-                upload_event("upload.complete_refused", upload.user_id, upload.upload_id, now, error.code)
-            )
-            uow.commit()
-        raise error

@@ -13,7 +13,6 @@ from domain.errors import (
     ContentRejected,
     GenerationFailed,
     PersistenceUnavailable,
-    QueueUnavailable,
     StorageUnavailable,
     Unauthenticated,
 )
@@ -595,7 +594,6 @@ class FakeVerdictBoard(VerdictBoard):
     def __init__(self) -> None:
         self.heard: dict[str, str] = {}
         self.waited: list[float] = []
-        self.down = False
 
     @contextmanager
     def listen(self, upload_id: str) -> Iterator[VerdictListener]:
@@ -603,8 +601,6 @@ class FakeVerdictBoard(VerdictBoard):
         yield FakeVerdictListener(self, upload_id)
 
     def announce(self, upload_id: str, verdict: str) -> None:
-        if self.down:
-            raise QueueUnavailable("redis is down")
         self.heard[upload_id] = verdict
 
 
@@ -614,11 +610,8 @@ class FakeVerificationQueue(VerificationQueue):
     def __init__(self) -> None:
         self.queued: list[str] = []
         self.verifier: UploadVerifier | None = None
-        self.down = False
 
     def verify_soon(self, upload_id: str) -> None:
-        if self.down:
-            raise QueueUnavailable("redis is down")
         self.queued.append(upload_id)
         if self.verifier is not None:
             self.verifier.verify(upload_id)
