@@ -45,11 +45,11 @@ def with_scans_to_size(jpeg: bytes, size: int) -> bytes:
     return jpeg[: -len(EOI)] + last_scan(jpeg) * repeats + EOI
 
 
-def _chunk(kind: bytes, payload: bytes) -> bytes:
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _deflated_zeros(length: int) -> bytes:
+def deflated_zeros(length: int) -> bytes:
     """A zlib stream of ``length`` zero bytes, fast at any length: one fully flushed block, repeated."""
     block = 1 << 22
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -67,8 +67,9 @@ def zero_png(width: int, height: int, *, colour_type: int, bit_depth: int = 8) -
     """A valid PNG of ``width`` x ``height`` zero pixels (black, and transparent when it has alpha)."""
     row_bytes = 1 + (width * _PNG_SAMPLES[colour_type] * bit_depth + 7) // 8  # filter byte + samples
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    rows = _deflated_zeros(height * row_bytes)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b"")
+    rows = deflated_zeros(height * row_bytes)
+    chunks = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
 
 
 def rgba_png(width: int, height: int) -> bytes:

@@ -11,7 +11,6 @@ import sys
 import time
 import tracemalloc
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from PIL import _imaging as pillow_core
 
 from adapters.pillow_images import PillowImageSanitizer
 from domain.errors import ContentRejected
+from tests.decoding_bombs import deflated_zeros, png_chunk
 
 pytestmark = pytest.mark.integration
 
@@ -88,21 +88,6 @@ def assert_bare_jpeg(data: bytes, *secrets: bytes) -> None:
     assert not METADATA_KEYS & set(image.info)
     for secret in (b"Exif", b"http://ns.adobe.com", b"ICC_PROFILE", *secrets):
         assert secret not in data
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def deflated_zeros(length: int) -> bytes:
-    """A valid zlib stream of ``length`` zero bytes in milliseconds: one fully flushed block, repeated."""
-    block = 1 << 22
-    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
-    segment = deflate.compress(bytes(block)) + deflate.flush(zlib.Z_FULL_FLUSH)
-    count, rest = divmod(length, block)
-    tail = deflate.compress(bytes(rest)) + deflate.flush()
-    adler32 = ((length % 65521) << 16) | 1  # adler32 of zeros: a stays 1, b counts the bytes
-    return b"\x78\xda" + segment * count + tail + struct.pack(">I", adler32)
 
 
 def blank_png(width: int, height: int) -> bytes:
