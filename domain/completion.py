@@ -25,6 +25,7 @@ from domain.errors import (
     StorageUnavailable,
 )
 from domain.model import Upload, UploadStatus
+from domain.objects import user_uploads_prefix
 from domain.ports import Clock, UnitOfWork, UploadStorage, VerdictBoard, VerificationQueue
 from domain.verification import (
     SETTLED,
@@ -64,7 +65,7 @@ class UploadCompletion:
         """The verified upload, or the upload still being verified; raises the refusal otherwise."""
         now = self._clock.now().replace(microsecond=0)
         upload = self._owned(user_id, upload_id, now)
-        if object_key != upload.object_key or not object_key.startswith(f"uploads/{user_id}/"):
+        if object_key != upload.object_key or not object_key.startswith(user_uploads_prefix(user_id)):
             refuse(
                 self._unit_of_work,
                 upload,

@@ -18,8 +18,6 @@ ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
     "image/heif",
 )
 HARD_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
-IMAGE_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
-"""File extensions of the image types the service stores (sanitised sources and results)."""
 HARD_MAX_URL_TTL_SECONDS = 300
 
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -34,16 +32,6 @@ def validated_user_id(subject: object) -> str:
     if not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
         raise Unauthenticated("the token's subject is not a valid user id")
     return subject
-
-
-def upload_object_key(user_id: str, upload_id: str) -> str:
-    return f"uploads/{user_id}/{upload_id}"
-
-
-def source_object_key(user_id: str, upload_id: str, content_type: str) -> str:
-    """The sanitised copy lives apart from what clients PUT: the bucket's lifecycle backstop expires
-    ``uploads/`` after a day, and ``sources/`` by tag, so a source a favourite holds can outlive it."""
-    return f"sources/{user_id}/{upload_id}.{IMAGE_EXTENSIONS[content_type]}"
 
 
 class UploadStatus(enum.StrEnum):

@@ -17,7 +17,8 @@ from typing import Any
 
 from domain.errors import DependencyUnavailable, GenerationFailed
 from domain.generation import GenerationRequest, ImageGenerator, JobState
-from domain.model import IMAGE_EXTENSIONS, AuditEvent, UploadStatus
+from domain.model import AuditEvent, UploadStatus
+from domain.objects import result_object_key
 from domain.ports import Clock, IdGenerator, ResultStorage, SourceUrlSigner, TryOnQueue, UnitOfWork
 from domain.tryons import TERMINAL, TryOn, TryOnError, TryOnResult, TryOnStatus
 
@@ -185,8 +186,7 @@ class TryOnRunner:
 
     def _store(self, tryon: TryOn, now: datetime, position: int, image: Any) -> TryOnResult:
         downloaded = self._generator.download(image, self._policy.max_result_bytes)
-        ext = IMAGE_EXTENSIONS.get(downloaded.content_type, "bin")
-        key = f"processed/{tryon.user_id}/{tryon.tryon_id}/{position}.{ext}"
+        key = result_object_key(tryon.user_id, tryon.tryon_id, position, downloaded.content_type)
         self._results.put_new(key, downloaded.data, downloaded.content_type)
         return TryOnResult(
             result_id=f"{tryon.tryon_id}-{position}",

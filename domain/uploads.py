@@ -17,8 +17,8 @@ from domain.model import (
     IssuedUpload,
     Upload,
     UploadRequest,
-    upload_object_key,
 )
+from domain.objects import upload_object_key
 from domain.ports import Clock, IdGenerator, UnitOfWork, UploadUrlSigner
 
 

@@ -23,8 +23,8 @@ from domain.model import (
     StoredImage,
     Upload,
     UploadStatus,
-    source_object_key,
 )
+from domain.objects import source_object_key
 from domain.ports import Clock, FaceDetector, ImageSanitizer, UnitOfWork, UploadStorage, VerdictBoard
 
 log = logging.getLogger(__name__)

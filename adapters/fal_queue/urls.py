@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from domain.images import stored_content_type
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Printable ASCII without spaces or backslashes: nothing that parsers disagree on or silently drop.
 _PLAIN_URL = re.compile(r"[!-\[\]-~]+")
@@ -81,11 +83,5 @@ class ResultHosts:
 
 
 def sniff_image_type(data: bytes) -> str | None:
-    """The content type from the magic bytes: JPEG, PNG or WebP, otherwise None."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+    """The content type from the magic bytes: JPEG, PNG or WebP, otherwise None (domain/images.py)."""
+    return stored_content_type(data)

@@ -24,8 +24,9 @@ import struct
 from PIL import Image, ImageMode, ImageOps
 from pillow_heif import register_heif_opener
 
-from adapters.pillow_images import jpeg_scans, sniff
+from adapters.pillow_images import jpeg_scans
 from adapters.pillow_images.colour import flattened, in_srgb
+from domain import images as sniff
 from domain.errors import ContentRejected
 from domain.model import Pixels, SanitizedImage
 from domain.ports import ImageSanitizer

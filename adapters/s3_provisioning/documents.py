@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from domain.objects import SOURCES_PREFIX, UPLOADS_PREFIX
+
 BucketRole = Literal["uploads", "processed"]
 
 RETENTION_TAG = "retention"
@@ -19,7 +21,6 @@ EXPIRING_TAGGING = f"{RETENTION_TAG}={EXPIRING}"
 """The URL-encoded tag set results and source selfies are written with; lifecycle rules expire them."""
 
 UPLOADS_EXPIRE_DAYS = 1
-SOURCES_PREFIX = "sources/"
 SOURCES_BACKSTOP_DAYS = 2
 """The sweeper deletes a source selfie SOURCE_RETENTION_SECONDS (1 h) after its last try-on, or an unused one
 UNUSED_UPLOAD_TTL_SECONDS (1 day) after verification: the longest honest life is about a day. Lifecycle runs
@@ -82,7 +83,7 @@ def lifecycle_rules(role: BucketRole, *, processed_retention_days: int) -> list[
                 # What clients PUT: verification deletes it (or a refusal does) within minutes.
                 "ID": "expire-uploads",
                 "Status": "Enabled",
-                "Filter": {"Prefix": "uploads/"},
+                "Filter": {"Prefix": UPLOADS_PREFIX},
                 "Expiration": {"Days": UPLOADS_EXPIRE_DAYS},
                 "AbortIncompleteMultipartUpload": abort_multipart,
             },

@@ -9,15 +9,17 @@ from typing import Any
 
 import pytest
 
+from domain.objects import PROCESSED_PREFIX, SOURCES_PREFIX, UPLOADS_PREFIX
+
 ROOT = Path(__file__).resolve().parents[2]
 IAM = ROOT / "deploy" / "iam"
 ROLES = ("web-api", "worker", "cleanup")
 
 U = "arn:aws:s3:::${UPLOADS_BUCKET}"
 P = "arn:aws:s3:::${PROCESSED_BUCKET}"
-UPLOAD_OBJECTS = f"{U}/uploads/*"
-SOURCE_OBJECTS = f"{U}/sources/*"
-RESULT_OBJECTS = f"{P}/processed/*"
+UPLOAD_OBJECTS = f"{U}/{UPLOADS_PREFIX}*"  # the object-key layout is domain/objects.py's
+SOURCE_OBJECTS = f"{U}/{SOURCES_PREFIX}*"
+RESULT_OBJECTS = f"{P}/{PROCESSED_PREFIX}*"
 KMS = "${KMS_KEY_ARN}"
 KMS_SID = "SseKmsKeyOnlyWithAwsKms"
 

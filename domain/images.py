@@ -1,6 +1,8 @@
-"""Which image family the first bytes announce, decided before any decoder sees them.
+"""Image types: which ones the service stores, and which family the first bytes announce.
 
-Only bytes are trusted here, never a declared type, a file name or a decoder's guess.
+The one table of magic bytes: the sanitiser sniffs an upload with it before any decoder sees it, and the
+generator adapter sniffs a downloaded result with it. Only bytes are trusted here, never a declared
+type, a file name or a decoder's guess.
 """
 
 from __future__ import annotations
@@ -9,6 +11,12 @@ from collections.abc import Callable
 
 JPEG, PNG, WEBP, HEIF = "jpeg", "png", "webp", "heif"
 """The families a selfie may be in. Others (gif, tiff, bmp, avif) are recognised only to be refused."""
+
+STORED_TYPES = {JPEG: "image/jpeg", PNG: "image/png", WEBP: "image/webp"}
+"""The families the service stores (sanitised sources and results), by their content type."""
+
+IMAGE_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+"""File extensions of the image types the service stores (sanitised sources and results)."""
 
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 _SIGNATURES: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
@@ -36,6 +44,12 @@ def image_family(data: bytes) -> str | None:
         if matches(data):
             return family
     return _iso_media_family(data)
+
+
+def stored_content_type(data: bytes) -> str | None:
+    """The content type of a storable image (JPEG, PNG or WebP) from its magic bytes, otherwise None."""
+    family = image_family(data)
+    return None if family is None else STORED_TYPES.get(family)
 
 
 def _iso_media_family(data: bytes) -> str | None:
