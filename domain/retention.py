@@ -1,14 +1,30 @@
-"""Deleting a source selfie when its time is up (the scheduled half of retention; the sweep comes later)."""
+"""A source selfie's retention: when its time starts again, and deleting it when its time is up (the
+scheduled half of retention; the sweep comes later)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from domain.model import AuditEvent, Upload, UploadStatus
 from domain.ports import Clock, TryOnQueue, UnitOfWork, UploadStorage
 
 log = logging.getLogger(__name__)
+
+SOURCE_RETENTION_SECONDS = 3600
+"""The default SOURCE_RETENTION_SECONDS: how long a selfie lives after its last try-on settles or its last
+favourite goes."""
+
+
+def restart_retention(
+    uow: UnitOfWork, upload_id: str, now: datetime, retention_seconds: int
+) -> datetime | None:
+    """The selfie's retention starts again at ``now``: its deletion deadline moves inside ``uow`` (only while
+    the upload is verified). The new deadline, or None when the selfie is already gone. Once ``uow`` is
+    committed, hand the deadline to ``TryOnQueue.expire_upload_at``."""
+    deadline = now + timedelta(seconds=retention_seconds)
+    return deadline if uow.uploads.set_deadline(upload_id, deadline) else None
 
 
 class SourceExpiry:

@@ -20,6 +20,7 @@ from domain.generation import GenerationRequest, ImageGenerator, JobState
 from domain.model import AuditEvent, UploadStatus
 from domain.objects import result_object_key
 from domain.ports import Clock, IdGenerator, ResultStorage, SourceUrlSigner, TryOnQueue, UnitOfWork
+from domain.retention import SOURCE_RETENTION_SECONDS, restart_retention
 from domain.tryons import TERMINAL, TryOn, TryOnError, TryOnResult, TryOnStatus
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class RunnerPolicy:
     attempt_timeout_seconds: int = 600
     lease_seconds: int = 60
     backoff_seconds: float = 2.0
-    source_retention_seconds: int = 3600
+    source_retention_seconds: int = SOURCE_RETENTION_SECONDS
     max_result_bytes: int = 20 * 1024 * 1024
     outage_retry_seconds: float = 5.0
     """A step cut short by an outage (database, storage, queue) is tried again this much later."""
@@ -292,12 +293,11 @@ class TryOnRunner:
 
     def _schedule_source_deletion(self, tryon: TryOn, now: datetime) -> None:
         """The selfie lives SOURCE_RETENTION_SECONDS after its last try-on completes."""
-        when = now + timedelta(seconds=self._policy.source_retention_seconds)
         with self._unit_of_work() as uow:
-            moved = uow.uploads.set_deadline(tryon.upload_id, when)
+            deadline = restart_retention(uow, tryon.upload_id, now, self._policy.source_retention_seconds)
             uow.commit()
-        if moved:
-            self._queue.expire_upload_at(tryon.upload_id, when)
+        if deadline is not None:
+            self._queue.expire_upload_at(tryon.upload_id, deadline)
 
     def _save(self, tryon: TryOn, event: AuditEvent | None = None) -> bool:
         """Write the step's outcome if nothing changed the try-on since this step claimed it; False when

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 from domain.deletion import DeletedUploadPurge
 from domain.errors import NotFound
 from domain.model import AuditEvent, UploadStatus
 from domain.ports import Clock, ResultStorage, TryOnQueue, UnitOfWork, UploadStorage
+from domain.retention import restart_retention
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class UserData:
         self._queue = queue
         self._unit_of_work = unit_of_work
         self._clock = clock
-        self._source_retention = timedelta(seconds=source_retention_seconds)
+        self._source_retention_seconds = source_retention_seconds
         self._purge = DeletedUploadPurge(
             uploads=uploads, results=results, unit_of_work=unit_of_work, clock=clock
         )
@@ -76,9 +76,7 @@ class UserData:
             upload_id = tryon.upload_id if tryon else None
             others = [r for r in uow.results.for_upload(upload_id) if r.favorite] if upload_id else []
             if upload_id and not favorite and not others:
-                new_deadline = now + self._source_retention
-                if not uow.uploads.set_deadline(upload_id, new_deadline):
-                    new_deadline = None  # the selfie is already gone
+                new_deadline = restart_retention(uow, upload_id, now, self._source_retention_seconds)
             uow.commit()
         if upload_id is not None and new_deadline is not None:
             if source is not None:  # released after the flag: until then the row still holds it anyway

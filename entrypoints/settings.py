@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from domain.model import HARD_MAX_UPLOAD_BYTES, HARD_MAX_URL_TTL_SECONDS
+from domain.retention import SOURCE_RETENTION_SECONDS
 
 
 class SettingsError(ValueError):
@@ -45,7 +46,7 @@ class Settings:
     daily_image_quota: int = 40
     metrics_token: str | None = field(default=None, repr=False)
     verify_wait_seconds: float = 8.0
-    source_retention_seconds: int = 3600
+    source_retention_seconds: int = SOURCE_RETENTION_SECONDS
     unused_upload_ttl_seconds: int = 86400
     processed_retention_days: int = 30
     cors_allowed_origins: tuple[str, ...] = ()
@@ -142,7 +143,7 @@ class Settings:
             daily_image_quota=integer("DAILY_IMAGE_QUOTA", 40),
             metrics_token=optional("METRICS_TOKEN"),
             verify_wait_seconds=number("VERIFY_WAIT_SECONDS", 8.0),
-            source_retention_seconds=integer("SOURCE_RETENTION_SECONDS", 3600),
+            source_retention_seconds=integer("SOURCE_RETENTION_SECONDS", SOURCE_RETENTION_SECONDS),
             unused_upload_ttl_seconds=integer("UNUSED_UPLOAD_TTL_SECONDS", 86400),
             processed_retention_days=integer("PROCESSED_RETENTION_DAYS", 30),
             cors_allowed_origins=tuple(
