@@ -12,8 +12,8 @@ import jwt
 import requests
 
 from domain.errors import AuthUnavailable, Unauthenticated
-from domain.model import validated_user_id
-from domain.ports import Authenticator, Credentials
+from domain.model import Credentials, validated_user_id
+from domain.ports import Authenticator
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from urllib.parse import unquote
 import requests
 
 from domain.errors import AuthUnavailable, Unauthenticated
-from domain.model import validated_user_id
-from domain.ports import Authenticator, Credentials
+from domain.model import Credentials, validated_user_id
+from domain.ports import Authenticator
 
 COOKIE_NAMES = ("better-auth.session_token", "__Secure-better-auth.session_token")
 GET_SESSION_PATH = "/api/auth/get-session"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from domain.ports import Authenticator, Credentials
+from domain.model import Credentials
+from domain.ports import Authenticator
 
 _JWT_SHAPE = re.compile(r"^eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 

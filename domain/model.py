@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -116,6 +117,14 @@ class IssuedUpload:
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """What a request presented: a bearer value and/or cookies. Never logged."""
+
+    bearer: str | None = field(default=None, repr=False)
+    cookies: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     """One append-only fact. ``details`` holds ids, sizes and reasons: never URLs, tokens or image data."""
 
@@ -166,3 +175,104 @@ class DetectedFace:
     width: float
     height: float
     confidence: float
+
+
+# Image generation (fal.ai's queue API), as the domain sees it.
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    image_url: SignedUrl = field(repr=False)
+    num_images: int = 1
+    output_format: str = "jpeg"
+    start_deadline_seconds: int = 240
+    """fal must start the job within this (it downloads the image then), or give up: keep it below
+    the signed URL's remaining life."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A job accepted by the queue. The URLs carry no secret but are only ever used with our key."""
+
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"  # fal says COMPLETED for failures too: only the result tells
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    url: str = field(repr=False)
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class DownloadedImage:
+    data: bytes = field(repr=False)
+    content_type: str
+
+
+# Try-ons (US3).
+
+
+class TryOnStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+TERMINAL = (TryOnStatus.SUCCEEDED, TryOnStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class TryOnError:
+    code: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class TryOn:
+    tryon_id: str
+    user_id: str
+    upload_id: str
+    style_prompt: str = field(repr=False)
+    num_images: int
+    output_format: str
+    created_at: datetime
+    status: TryOnStatus = TryOnStatus.QUEUED
+    attempts: int = 0
+    completed_at: datetime | None = None
+    error: TryOnError | None = None
+    idempotency_key: str | None = None
+    request_fingerprint: str | None = None
+    submission: Submission | None = None
+    submitted_at: datetime | None = None
+    next_action_at: datetime | None = None
+    version: int = 0
+    """Compare-and-set token, as ``Upload.version``: bumped by every change, including each claim."""
+
+
+@dataclass(frozen=True)
+class TryOnResult:
+    result_id: str
+    tryon_id: str
+    user_id: str
+    position: int
+    object_key: str
+    content_type: str
+    size: int
+    width: int | None
+    height: int | None
+    created_at: datetime
+    favorite: bool = False

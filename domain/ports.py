@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
 from domain.model import (
     AuditEvent,
+    Credentials,
     DetectedFace,
+    DownloadedImage,
+    GeneratedImage,
+    GenerationRequest,
+    JobState,
     ObjectInfo,
     Pixels,
     PresignedPut,
     SanitizedImage,
     SignedUrl,
+    Submission,
+    TryOn,
+    TryOnResult,
     Upload,
     UploadRequest,
     UploadStatus,
 )
-from domain.tryons import TryOn, TryOnResult
 
 
 class Clock(Protocol):
@@ -315,15 +320,23 @@ class ResultStorage(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """What a request presented: a bearer value and/or cookies. Never logged."""
-
-    bearer: str | None = field(default=None, repr=False)
-    cookies: Mapping[str, str] = field(default_factory=dict, repr=False)
-
-
 class Authenticator(Protocol):
     def authenticate(self, credentials: Credentials) -> str:
         """Return the caller's user id, or raise Unauthenticated / AuthUnavailable."""
+        ...
+
+
+class ImageGenerator(Protocol):
+    """Every method raises GenerationFailed (with ``retryable``) on a failure it understands."""
+
+    def submit(self, request: GenerationRequest) -> Submission: ...
+
+    def state(self, submission: Submission) -> JobState: ...
+
+    def result(self, submission: Submission) -> list[GeneratedImage]: ...
+
+    def cancel(self, submission: Submission) -> None: ...
+
+    def download(self, image: GeneratedImage, max_bytes: int) -> DownloadedImage:
+        """Fetch an output, only from the allowed result hosts, at most ``max_bytes``, type sniffed."""
         ...

@@ -16,12 +16,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from domain.errors import DependencyUnavailable, GenerationFailed
-from domain.generation import GenerationRequest, ImageGenerator, JobState
-from domain.model import AuditEvent, UploadStatus
+from domain.model import (
+    TERMINAL,
+    AuditEvent,
+    GenerationRequest,
+    JobState,
+    TryOn,
+    TryOnError,
+    TryOnResult,
+    TryOnStatus,
+    UploadStatus,
+)
 from domain.objects import result_object_key
-from domain.ports import Clock, IdGenerator, ResultStorage, SourceUrlSigner, TryOnQueue, UnitOfWork
+from domain.ports import (
+    Clock,
+    IdGenerator,
+    ImageGenerator,
+    ResultStorage,
+    SourceUrlSigner,
+    TryOnQueue,
+    UnitOfWork,
+)
 from domain.retention import SOURCE_RETENTION_SECONDS, restart_retention
-from domain.tryons import TERMINAL, TryOn, TryOnError, TryOnResult, TryOnStatus
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import logging
@@ -10,14 +9,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING
 
 from domain.errors import Conflict, DependencyUnavailable, Gone, InvalidRequest, LimitExceeded, NotFound
-from domain.generation import Submission
-from domain.model import AuditEvent, UploadStatus
-
-if TYPE_CHECKING:
-    from domain.ports import Clock, IdGenerator, ResultStorage, TryOnQueue, UnitOfWork
+from domain.model import AuditEvent, TryOn, TryOnResult, UploadStatus
+from domain.ports import Clock, IdGenerator, ResultStorage, TryOnQueue, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -26,60 +21,6 @@ MAX_PROMPT_CHARS = 1000
 MAX_IMAGES = 4
 ACTIVE_RETRY_AFTER_SECONDS = 10
 """A try-on usually settles within seconds; asking again after this is reasonable."""
-
-
-class TryOnStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-TERMINAL = (TryOnStatus.SUCCEEDED, TryOnStatus.FAILED)
-
-
-@dataclass(frozen=True)
-class TryOnError:
-    code: str
-    message: str
-    retryable: bool
-
-
-@dataclass(frozen=True)
-class TryOn:
-    tryon_id: str
-    user_id: str
-    upload_id: str
-    style_prompt: str = field(repr=False)
-    num_images: int
-    output_format: str
-    created_at: datetime
-    status: TryOnStatus = TryOnStatus.QUEUED
-    attempts: int = 0
-    completed_at: datetime | None = None
-    error: TryOnError | None = None
-    idempotency_key: str | None = None
-    request_fingerprint: str | None = None
-    submission: Submission | None = None
-    submitted_at: datetime | None = None
-    next_action_at: datetime | None = None
-    version: int = 0
-    """Compare-and-set token, as ``Upload.version``: bumped by every change, including each claim."""
-
-
-@dataclass(frozen=True)
-class TryOnResult:
-    result_id: str
-    tryon_id: str
-    user_id: str
-    position: int
-    object_key: str
-    content_type: str
-    size: int
-    width: int | None
-    height: int | None
-    created_at: datetime
-    favorite: bool = False
 
 
 @dataclass(frozen=True)

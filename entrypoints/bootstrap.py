@@ -23,12 +23,12 @@ from adapters.system import RandomIds, SystemClock
 from domain.auth import JwtOrSession
 from domain.completion import UploadCompletion
 from domain.faces import FacePolicy
-from domain.generation import ImageGenerator
 from domain.ports import (
     Authenticator,
     Clock,
     FaceDetector,
     IdGenerator,
+    ImageGenerator,
     ImageSanitizer,
     ResultStorage,
     SourceUrlSigner,

@@ -16,22 +16,23 @@ from domain.errors import (
     StorageUnavailable,
     Unauthenticated,
 )
-from domain.generation import (
+from domain.model import (
+    TERMINAL,
+    AuditEvent,
+    Credentials,
+    DetectedFace,
     DownloadedImage,
     GeneratedImage,
     GenerationRequest,
-    ImageGenerator,
     JobState,
-    Submission,
-)
-from domain.model import (
-    AuditEvent,
-    DetectedFace,
     ObjectInfo,
     Pixels,
     PresignedPut,
     SanitizedImage,
     SignedUrl,
+    Submission,
+    TryOn,
+    TryOnResult,
     Upload,
     UploadRequest,
     UploadStatus,
@@ -41,9 +42,9 @@ from domain.ports import (
     AuditLog,
     Authenticator,
     Clock,
-    Credentials,
     FaceDetector,
     IdGenerator,
+    ImageGenerator,
     ImageSanitizer,
     ResultRepository,
     ResultStorage,
@@ -59,7 +60,6 @@ from domain.ports import (
     VerdictListener,
     VerificationQueue,
 )
-from domain.tryons import TERMINAL, TryOn, TryOnResult
 from domain.verification import UploadVerifier
 
 

@@ -21,14 +21,8 @@ from adapters.fal_queue.classify import (
 from adapters.fal_queue.transport import KeyAuth, NoAuth, read_capped
 from adapters.fal_queue.urls import ResultHosts, origin_of, sniff_image_type
 from domain.errors import GenerationFailed
-from domain.generation import (
-    DownloadedImage,
-    GeneratedImage,
-    GenerationRequest,
-    ImageGenerator,
-    JobState,
-    Submission,
-)
+from domain.model import DownloadedImage, GeneratedImage, GenerationRequest, JobState, Submission
+from domain.ports import ImageGenerator
 from domain.scrubbing import Scrubber
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 import peewee
 
 from adapters.peewee_db.database import database_proxy
-from domain.tryons import TERMINAL
+from domain.model import TERMINAL
 
 SETTLED_TRYON_STATUSES = [status.value for status in TERMINAL]
 

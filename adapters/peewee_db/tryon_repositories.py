@@ -9,9 +9,8 @@ import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
 from adapters.peewee_db.models import SETTLED_TRYON_STATUSES, ResultRow, TryOnRow, bound_to
-from domain.generation import Submission
+from domain.model import Submission, TryOn, TryOnError, TryOnResult, TryOnStatus
 from domain.ports import ResultRepository, TryOnRepository
-from domain.tryons import TryOn, TryOnError, TryOnResult, TryOnStatus
 
 _SETTLED = SETTLED_TRYON_STATUSES
 

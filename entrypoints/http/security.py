@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from domain.errors import Unauthenticated
-from domain.ports import Authenticator, Credentials
+from domain.model import Credentials
+from domain.ports import Authenticator
 
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/docs")
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from adapters.better_auth_session import BetterAuthSessionAuthenticator
 from domain.errors import Unauthenticated
-from domain.ports import Credentials
+from domain.model import Credentials
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.better_auth_server import (

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
 from domain.errors import Unauthenticated
-from domain.ports import Credentials
+from domain.model import Credentials
 from tests.better_auth_server import (
     SESSION_COOKIE,
     BetterAuthServer,

@@ -19,8 +19,7 @@ import requests
 
 from adapters.fal_queue import FalQueueGenerator
 from domain.errors import GenerationFailed
-from domain.generation import GeneratedImage, GenerationRequest, JobState, Submission
-from domain.model import SignedUrl
+from domain.model import GeneratedImage, GenerationRequest, JobState, SignedUrl, Submission
 
 pytestmark = pytest.mark.integration
 

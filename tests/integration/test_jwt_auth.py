@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
 from domain.errors import AuthUnavailable, Unauthenticated
-from domain.ports import Credentials
+from domain.model import Credentials
 from entrypoints.dev_issuer import DevJwtIssuer, public_jwk
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import pytest
 
 from adapters.peewee_db import PeeweeUnitOfWork, PeeweeUploadRepository
 from domain.errors import LimitExceeded
-from domain.model import StoredImage, UploadStatus
-from domain.tryons import TryOn, TryOnDesk, TryOnLimits, TryOnOrder, TryOnResult, TryOnStatus
+from domain.model import StoredImage, TryOn, TryOnResult, TryOnStatus, UploadStatus
+from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder
 from tests.fakes import FakeResultStorage, FakeTryOnQueue, FixedClock, SequentialIds
 from tests.integration.test_peewee_repositories import T0, Backend, an_intent
 

@@ -14,9 +14,7 @@ from adapters.peewee_db import (
     PeeweeUnitOfWork,
     PeeweeUploadRepository,
 )
-from domain.generation import Submission
-from domain.model import UploadStatus
-from domain.tryons import TryOn, TryOnError, TryOnResult, TryOnStatus
+from domain.model import Submission, TryOn, TryOnError, TryOnResult, TryOnStatus, UploadStatus
 from tests.integration.test_peewee_repositories import T0, an_intent
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ import pytest
 from adapters.better_auth_session import BetterAuthSessionAuthenticator
 from domain.auth import JwtOrSession
 from domain.errors import AuthUnavailable, Unauthenticated
-from domain.ports import Credentials
+from domain.model import Credentials
 from entrypoints.background_server import serve_in_background, shut_down
 from tests.fakes import FakeAuthenticator
 

@@ -21,8 +21,7 @@ from adapters.fal_queue import (
     sniff_image_type,
 )
 from domain.errors import GenerationFailed
-from domain.generation import GeneratedImage, GenerationRequest, Submission
-from domain.model import SignedUrl
+from domain.model import GeneratedImage, GenerationRequest, SignedUrl, Submission
 
 KEY = "fal-key-7f3a9c:0b1e5d2a4c6f8e9d"
 QUEUE = "https://queue.fal.run"

@@ -12,11 +12,10 @@ import pytest
 from domain.completion import UploadCompletion
 from domain.errors import Gone, LimitExceeded, NotFound, StorageUnavailable
 from domain.faces import FacePolicy
-from domain.generation import JobState
-from domain.model import DetectedFace, Pixels, Upload, UploadStatus
+from domain.model import DetectedFace, JobState, Pixels, TryOnStatus, Upload, UploadStatus
 from domain.retention import SourceExpiry
 from domain.sweeper import Sweeper, SweepPolicy
-from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder, TryOnStatus
+from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder
 from domain.verification import UploadVerifier, VerificationPolicy
 from tests.fakes import (
     FakeImageSanitizer,

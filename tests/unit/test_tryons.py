@@ -6,10 +6,9 @@ from datetime import timedelta
 import pytest
 
 from domain.errors import Conflict, GenerationFailed, Gone, InvalidRequest, NotFound
-from domain.generation import JobState
-from domain.model import StoredImage, Upload, UploadStatus
+from domain.model import JobState, StoredImage, TryOnStatus, Upload, UploadStatus
 from domain.tryon_runner import RunnerPolicy, TryOnRunner
-from domain.tryons import TryOnDesk, TryOnOrder, TryOnStatus
+from domain.tryons import TryOnDesk, TryOnOrder
 from tests.fakes import (
     FakeImageGenerator,
     FakeResultStorage,

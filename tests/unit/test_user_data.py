@@ -5,9 +5,8 @@ from datetime import timedelta
 import pytest
 
 from domain.errors import NotFound
-from domain.model import UploadStatus
+from domain.model import TryOnResult, UploadStatus
 from domain.retention import SourceExpiry
-from domain.tryons import TryOnResult
 from domain.user_data import UserData
 from tests.fakes import FakeObject, FakeUnitOfWork, FakeUploadStorage
 from tests.unit.test_tryons import ORDER, World
