@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import NoReturn
 
+from domain import audit
 from domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -33,7 +34,6 @@ from domain.verification import (
     refuse,
     release,
     settled_answer,
-    upload_event,
 )
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,7 @@ class UploadCompletion:
         with self._unit_of_work() as uow:
             upload = uow.uploads.get(upload_id)
             if upload is None or upload.user_id != user_id:
-                uow.audit.append(
-                    upload_event("upload.complete_refused", user_id, upload_id, now, "upload_not_found")
-                )
+                uow.audit.append(audit.complete_refused(user_id, upload_id, now, "upload_not_found"))
                 uow.commit()
                 raise NotFound("no upload of yours has that id", code="upload_not_found")
         return upload
@@ -140,9 +138,7 @@ class UploadCompletion:
         expired = replace(upload, status=UploadStatus.EXPIRED, updated_at=now)
         with self._unit_of_work() as uow:
             if uow.uploads.update(expired):  # lost: deleted meanwhile; gone is still the answer
-                uow.audit.append(
-                    upload_event("upload.expired", upload.user_id, upload.upload_id, now, "upload_expired")
-                )
+                uow.audit.append(audit.upload_expired(upload, now, at_completion=True))
             uow.commit()
         raise Gone(
             "the upload URL expired before the upload was completed; ask for a new one", code="upload_expired"

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from domain.model import AuditEvent, Upload, UploadStatus
+from domain import audit
+from domain.model import Upload, UploadStatus
 from domain.ports import Clock, ResultStorage, UnitOfWork, UploadStorage
 
 RESULT_CLAIM_SECONDS = 300
@@ -47,9 +48,7 @@ class DeletedUploadPurge:
         with self._unit_of_work() as uow:
             for result in results:
                 if uow.results.delete(result.result_id):  # once, whoever else finishes it too
-                    uow.audit.append(
-                        AuditEvent("result.deleted", upload.user_id, result.result_id, "success", now, reason)
-                    )
+                    uow.audit.append(audit.result_deleted(result, now, reason))
             uow.uploads.mark_purged(upload, now, UploadStatus.DELETED)
             uow.commit()
         return len(results)

@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from domain.model import AuditEvent, Upload, UploadStatus
+from domain import audit
+from domain.model import Upload, UploadStatus
 from domain.ports import Clock, TryOnQueue, UnitOfWork, UploadStorage
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,7 @@ class SourceExpiry:
         with self._unit_of_work() as uow:
             deleted = uow.uploads.expire_if_due(upload_id, now)
             if deleted is not None:
-                uow.audit.append(
-                    AuditEvent("upload.deleted", deleted.user_id, upload_id, "success", now, "retention")
-                )
+                uow.audit.append(audit.upload_deleted(deleted.user_id, upload_id, now, "retention"))
             else:
                 current = uow.uploads.get(upload_id)
             uow.commit()

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from domain import audit
 from domain.deletion import DeletedUploadPurge
-from domain.model import AuditEvent, Upload, UploadStatus
+from domain.model import Upload, UploadStatus
 from domain.ports import Clock, ResultStorage, UnitOfWork, UploadStorage
 from domain.retention import SourceExpiry
 
@@ -98,10 +99,7 @@ class Sweeper:
             self._results.delete(result.object_key)
             with self._unit_of_work() as uow:
                 uow.results.delete(result.result_id)
-                event = AuditEvent(
-                    "result.deleted", result.user_id, result.result_id, "success", now, "retention"
-                )
-                uow.audit.append(event)
+                uow.audit.append(audit.result_deleted(result, now, "retention"))
                 uow.commit()
             counts.results_deleted += 1
         log.info("sweep finished", extra={"summary": counts.summary()})
@@ -135,10 +133,7 @@ class Sweeper:
         with self._unit_of_work() as uow:
             won = uow.uploads.mark_purged(upload, now, status)
             if won and never_completed:
-                event = AuditEvent(
-                    "upload.expired", upload.user_id, upload.upload_id, "success", now, "never_completed"
-                )
-                uow.audit.append(event)
+                uow.audit.append(audit.upload_expired(upload, now, at_completion=False))
             if not won:  # it changed since it was listed (deleted, say): the next pass sees it as it is now
                 uow.uploads.release_sweep(upload.upload_id)
             uow.commit()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from domain import audit
 from domain.errors import DependencyUnavailable, GenerationFailed
 from domain.model import (
     TERMINAL,
@@ -165,8 +166,8 @@ class TryOnRunner:
             error=None,
             next_action_at=now + timedelta(seconds=self._policy.poll_seconds),
         )
-        details = {"attempt": attempt, "request_id": submission.request_id}
-        if not self._save(running, self._event("falai.invoked", tryon, now, "submitted", details=details)):
+        event = audit.generation_submitted(tryon, now, attempt, submission.request_id)
+        if not self._save(running, event):
             self._generator.cancel(submission)  # lost to another change: this submission is nobody's
             return None
         return self._policy.poll_seconds
@@ -221,9 +222,6 @@ class TryOnRunner:
     def _attempt_failed(
         self, tryon: TryOn, now: datetime, attempt: int, failure: GenerationFailed
     ) -> float | None:
-        details = {"attempt": attempt, "code": failure.code, "retryable": failure.retryable}
-        if tryon.submission is not None:
-            details["request_id"] = tryon.submission.request_id
         if failure.retryable and attempt < self._policy.max_attempts:
             delay: float = self._policy.backoff_seconds * (2 ** (attempt - 1)) * (1 + self._jitter())
             retry = replace(
@@ -234,11 +232,11 @@ class TryOnRunner:
                 submitted_at=None,
                 next_action_at=now + timedelta(seconds=delay),
             )
-            event = self._event("falai.failed", tryon, now, "retrying", failure.code, details=details)
+            event = audit.generation_failed(
+                tryon, now, attempt, failure.code, failure.retryable, retrying=True
+            )
             return delay if self._save(retry, event) else None
-        self._settle_failed(
-            tryon, now, attempt, failure.code, failure.detail, retryable=failure.retryable, details=details
-        )
+        self._settle_failed(tryon, now, attempt, failure.code, failure.detail, retryable=failure.retryable)
         return None
 
     def _settle_failed(
@@ -249,20 +247,18 @@ class TryOnRunner:
         code: str,
         message: str,
         *,
-        retryable: bool = False,
-        details: dict[str, Any] | None = None,
+        retryable: bool | None = None,
     ) -> None:
+        """``retryable`` is the generator's word on a failure it reported; None for a failure of ours."""
         failed = replace(
             tryon,
             status=TryOnStatus.FAILED,
             attempts=attempt,
             completed_at=now,
-            error=TryOnError(code, message, retryable),
+            error=TryOnError(code, message, bool(retryable)),
             next_action_at=None,
         )
-        event = self._event(
-            "falai.failed", tryon, now, "failed", code, details=details or {"attempt": attempt}
-        )
+        event = audit.generation_failed(tryon, now, attempt, code, retryable, retrying=False)
         if not self._save(failed, event):
             return
         self._schedule_source_deletion(tryon, now)
@@ -270,14 +266,8 @@ class TryOnRunner:
 
     def _settle_succeeded(self, tryon: TryOn, now: datetime, stored: list[TryOnResult]) -> None:
         done = replace(tryon, status=TryOnStatus.SUCCEEDED, completed_at=now, next_action_at=None)
-        request_id = tryon.submission.request_id if tryon.submission else None
-        events = [self._event("falai.succeeded", tryon, now, "success", details={"request_id": request_id})]
-        events += [
-            self._event(
-                "result.stored", tryon, now, "success", details={"result_id": r.result_id, "size": r.size}
-            )
-            for r in stored
-        ]
+        events = [audit.generation_succeeded(tryon, now)]
+        events += [audit.result_stored(tryon, now, result) for result in stored]
         with self._unit_of_work() as uow:
             # Holding the upload orders this against a deletion: either the deletion comes after and
             # finds these results, or it came first and nothing is kept.
@@ -326,15 +316,3 @@ class TryOnRunner:
         if not won:
             log.info("try-on step lost a race", extra={"tryon_id": tryon.tryon_id})
         return won
-
-    @staticmethod
-    def _event(
-        name: str,
-        tryon: TryOn,
-        now: datetime,
-        outcome: str,
-        reason: str | None = None,
-        *,
-        details: dict[str, Any] | None = None,
-    ) -> AuditEvent:
-        return AuditEvent(name, tryon.user_id, tryon.tryon_id, outcome, now, reason, details or {})

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
+from domain import audit
 from domain.errors import Conflict, DependencyUnavailable, Gone, InvalidRequest, LimitExceeded, NotFound
-from domain.model import AuditEvent, TryOn, TryOnResult, UploadStatus
+from domain.model import TryOn, TryOnResult, UploadStatus
 from domain.ports import Clock, IdGenerator, ResultStorage, TryOnQueue, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -120,16 +121,7 @@ class TryOnDesk:
             )
             uow.tryons.add(tryon)
             uow.usage.record_images(user_id, today, used_today + order.num_images)
-            uow.audit.append(
-                AuditEvent(
-                    "tryon.requested",
-                    user_id,
-                    tryon.tryon_id,
-                    "success",
-                    now,
-                    details={"upload_id": order.upload_id, "num_images": order.num_images},
-                )
-            )
+            uow.audit.append(audit.tryon_requested(tryon))
             uow.commit()
         try:
             self._queue.advance_soon(tryon.tryon_id)

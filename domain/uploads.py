@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from domain import audit
 from domain.errors import InvalidRequest
 from domain.model import (
     ALLOWED_CONTENT_TYPES,
     HARD_MAX_UPLOAD_BYTES,
     HARD_MAX_URL_TTL_SECONDS,
-    AuditEvent,
     IssuedUpload,
     Upload,
     UploadRequest,
@@ -97,20 +97,6 @@ class UploadIssuer:
         presigned = self._signer.presign_put(key, request, ttl)
         with self._unit_of_work() as uow:
             uow.uploads.add(intent)
-            uow.audit.append(
-                AuditEvent(
-                    event="upload.issued",
-                    actor_id=user_id,
-                    subject_id=upload_id,
-                    outcome="success",
-                    occurred_at=now,
-                    details={
-                        "content_type": request.content_type,
-                        "content_length": request.content_length,
-                        "checksum_supplied": request.checksum_sha256 is not None,
-                        "ttl_seconds": ttl,
-                    },
-                )
-            )
+            uow.audit.append(audit.upload_issued(intent, ttl))
             uow.commit()
         return IssuedUpload(intent=intent, request=presigned)

@@ -11,9 +11,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from domain import audit
 from domain.deletion import DeletedUploadPurge
 from domain.errors import NotFound
-from domain.model import AuditEvent, UploadStatus
+from domain.model import UploadStatus
 from domain.ports import Clock, ResultStorage, TryOnQueue, UnitOfWork, UploadStorage
 from domain.retention import restart_retention
 
@@ -64,7 +65,6 @@ class UserData:
         if favorite and source is not None:  # held before the flag flips: the backstop never takes it
             self._uploads.hold_source(source, True)
         self._results.mark_favorite(result.object_key, favorite)
-        event = "result.favorited" if favorite else "result.unfavorited"
         new_deadline = None
         with self._unit_of_work() as uow:
             if not uow.results.set_favorite(result_id, favorite, now):
@@ -72,7 +72,7 @@ class UserData:
                 if current is None or current.favorite != favorite:
                     raise NotFound("no result of yours has that id", code="result_not_found")
                 return  # a concurrent identical request set it first
-            uow.audit.append(AuditEvent(event, user_id, result_id, "success", now))
+            uow.audit.append(audit.result_favorite(user_id, result_id, now, favorite))
             upload_id = tryon.upload_id if tryon else None
             others = [r for r in uow.results.for_upload(upload_id) if r.favorite] if upload_id else []
             if upload_id and not favorite and not others:
@@ -100,7 +100,7 @@ class UserData:
             if upload is None or upload.user_id != user_id:
                 raise NotFound("no upload of yours has that id", code="upload_not_found")
             uow.uploads.mark_deleted(upload_id, now)
-            uow.audit.append(AuditEvent("upload.deleted", user_id, upload_id, "success", now, "user_request"))
+            uow.audit.append(audit.upload_deleted(user_id, upload_id, now, "user_request"))
             uow.commit()
         with self._unit_of_work() as uow:
             deleted = uow.uploads.get(upload_id)  # as it is now: what a verification stored is on it
@@ -130,8 +130,8 @@ class UserData:
             tryons = uow.tryons.delete_for_user(user_id)
             for upload in uploads:
                 uow.uploads.delete(upload.upload_id)
-            details = {"uploads": len(uploads), "results": len(results), "tryons": tryons}
-            uow.audit.append(AuditEvent("user.erased", user_id, user_id, "success", now, "erasure", details))
+            counts = {"uploads": len(uploads), "results": len(results), "tryons": tryons}
+            uow.audit.append(audit.user_erased(user_id, now, **counts))
             uow.commit()
-        log.info("user data erased", extra={"user_id": user_id, **details})
+        log.info("user data erased", extra={"user_id": user_id, **counts})
         return Erasure(len(uploads), len(results), tryons)

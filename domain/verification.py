@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from domain import audit
 from domain.errors import Conflict, ContentRejected, DependencyUnavailable, DomainError, Forbidden, Gone
 from domain.faces import FacePolicy
 from domain.model import (
-    AuditEvent,
     SanitizedImage,
     StoredImage,
     Upload,
@@ -69,19 +69,6 @@ def settled_answer(upload: Upload) -> Upload | None:
     return None
 
 
-def upload_event(
-    name: str,
-    actor: str,
-    upload_id: str,
-    now: datetime,
-    reason: str | None,
-    *,
-    details: dict[str, Any] | None = None,
-) -> AuditEvent:
-    outcome = "success" if reason is None else "failure"
-    return AuditEvent(name, actor, upload_id, outcome, now, reason, details or {})
-
-
 def release(unit_of_work: Callable[[], UnitOfWork], upload: Upload, now: datetime) -> bool:
     """Hand an unfinished verification back, so a retry can start at once; False when the upload changed
     meanwhile (deleted, say) and there is nothing to hand back."""
@@ -96,9 +83,7 @@ def refuse(
 ) -> NoReturn:
     """Audit a refused completion (nothing about the upload changes) and raise it."""
     with unit_of_work() as uow:
-        uow.audit.append(
-            upload_event("upload.complete_refused", upload.user_id, upload.upload_id, now, error.code)
-        )
+        uow.audit.append(audit.complete_refused(upload.user_id, upload.upload_id, now, error.code))
         uow.commit()
     raise error
 
@@ -203,11 +188,7 @@ class UploadVerifier:
         with self._unit_of_work() as uow:
             won = uow.uploads.update(verified)
             if won:
-                uow.audit.append(
-                    upload_event(
-                        "upload.validated", upload.user_id, upload.upload_id, now, None, details=details
-                    )
-                )
+                uow.audit.append(audit.upload_validated(upload, now, details))
             uow.commit()
         if not won:
             return self._lost_while_verifying(upload, now, key)
@@ -242,11 +223,7 @@ class UploadVerifier:
         details = {"declared_size": upload.content_length, "declared_type": upload.content_type, **details}
         with self._unit_of_work() as uow:
             if uow.uploads.update(rejected):  # lost: deleted meanwhile, and the object is gone either way
-                uow.audit.append(
-                    upload_event(
-                        "upload.rejected", upload.user_id, upload.upload_id, now, reason, details=details
-                    )
-                )
+                uow.audit.append(audit.upload_rejected(upload, now, reason, details))
             uow.commit()
         log.info("upload rejected", extra={"upload_id": upload.upload_id, "reason": reason, **details})
         raise ContentRejected(f"the upload was rejected: {reason}", code=reason)
