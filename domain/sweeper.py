@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain import audit
-from domain.deletion import DeletedUploadPurge
-from domain.model import Upload, UploadStatus
+from domain.deletion import DeletedUploadPurge, ObjectsThenRows
+from domain.model import TryOnResult, Upload, UploadStatus
 from domain.ports import Clock, ResultStorage, UnitOfWork, UploadStorage
 from domain.retention import SourceExpiry
 
@@ -59,14 +59,13 @@ class Sweeper:
         clock: Clock,
     ) -> None:
         self._policy = policy
-        self._uploads = uploads
-        self._results = results
         self._expiry = expiry
         self._unit_of_work = unit_of_work
         self._clock = clock
         self._deleted = DeletedUploadPurge(
             uploads=uploads, results=results, unit_of_work=unit_of_work, clock=clock
         )
+        self._objects_then_rows = ObjectsThenRows(uploads=uploads, results=results, unit_of_work=unit_of_work)
 
     def sweep(self) -> SweepCounts:
         counts = SweepCounts()
@@ -96,14 +95,18 @@ class Sweeper:
             if not claimed:
                 counts.skipped += 1
                 continue
-            self._results.delete(result.object_key)
-            with self._unit_of_work() as uow:
-                uow.results.delete(result.result_id)
-                uow.audit.append(audit.result_deleted(result, now, "retention"))
-                uow.commit()
+            self._objects_then_rows.delete(self._forget_result(result, now), results=[result])
             counts.results_deleted += 1
         log.info("sweep finished", extra={"summary": counts.summary()})
         return counts
+
+    @staticmethod
+    def _forget_result(result: TryOnResult, now: datetime) -> Callable[[UnitOfWork], None]:
+        def rows(uow: UnitOfWork) -> None:
+            uow.results.delete(result.result_id)
+            uow.audit.append(audit.result_deleted(result, now, "retention"))
+
+        return rows
 
     def _claim_upload(
         self, upload_id: str, now: datetime, lease_until: datetime, counts: SweepCounts
@@ -125,18 +128,20 @@ class Sweeper:
             counts.results_deleted += self._deleted.finish(upload, "user_request")
             counts.objects_purged += 1
             return
-        self._uploads.delete(upload.object_key)
-        if upload.stored is not None and upload.status is not UploadStatus.VERIFIED:
-            self._uploads.delete(upload.stored.object_key)
         never_completed = upload.status in NEVER_COMPLETED
         status = UploadStatus.EXPIRED if never_completed else upload.status
-        with self._unit_of_work() as uow:
+
+        def rows(uow: UnitOfWork) -> bool:
             won = uow.uploads.mark_purged(upload, now, status)
             if won and never_completed:
                 uow.audit.append(audit.upload_expired(upload, now, at_completion=False))
             if not won:  # it changed since it was listed (deleted, say): the next pass sees it as it is now
                 uow.uploads.release_sweep(upload.upload_id)
-            uow.commit()
+            return won
+
+        # A verified upload's sanitised copy is still in use: only what the client PUT goes.
+        keys = (upload.object_key,) if upload.status is UploadStatus.VERIFIED else upload.object_keys()
+        won = self._objects_then_rows.delete(rows, upload_keys=keys)
         if not won:
             return
         counts.objects_purged += 1

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from domain import audit
-from domain.deletion import DeletedUploadPurge
+from domain.deletion import DeletedUploadPurge, ObjectsThenRows
 from domain.errors import NotFound
 from domain.model import UploadStatus
 from domain.ports import Clock, ResultStorage, TryOnQueue, UnitOfWork, UploadStorage
@@ -48,6 +48,7 @@ class UserData:
         self._purge = DeletedUploadPurge(
             uploads=uploads, results=results, unit_of_work=unit_of_work, clock=clock
         )
+        self._objects_then_rows = ObjectsThenRows(uploads=uploads, results=results, unit_of_work=unit_of_work)
 
     def favorite(self, user_id: str, result_id: str, favorite: bool) -> None:
         """A favourite result is kept, and so is the selfie it was made from; when the last favourite of
@@ -119,19 +120,20 @@ class UserData:
         with self._unit_of_work() as uow:
             uploads = [u for u in uow.uploads.for_user(user_id) if u.status is UploadStatus.DELETED]
             results = uow.results.for_user(user_id)
-        for upload in uploads:
-            for key in upload.object_keys():
-                self._uploads.delete(key)
-        for result in results:
-            self._results.delete(result.object_key)
-        with self._unit_of_work() as uow:
+
+        def rows(uow: UnitOfWork) -> int:
             for result in results:
                 uow.results.delete(result.result_id)
             tryons = uow.tryons.delete_for_user(user_id)
             for upload in uploads:
                 uow.uploads.delete(upload.upload_id)
-            counts = {"uploads": len(uploads), "results": len(results), "tryons": tryons}
-            uow.audit.append(audit.user_erased(user_id, now, **counts))
-            uow.commit()
+            uow.audit.append(
+                audit.user_erased(user_id, now, uploads=len(uploads), results=len(results), tryons=tryons)
+            )
+            return tryons
+
+        keys = [key for upload in uploads for key in upload.object_keys()]
+        tryons = self._objects_then_rows.delete(rows, upload_keys=keys, results=results)
+        counts = {"uploads": len(uploads), "results": len(results), "tryons": tryons}
         log.info("user data erased", extra={"user_id": user_id, **counts})
         return Erasure(len(uploads), len(results), tryons)
