@@ -112,8 +112,10 @@ class PresignedPut:
 
 @dataclass(frozen=True)
 class IssuedUpload:
+    """What issuing an upload gives the client: the upload on record and the pre-signed PUT to send."""
+
     intent: Upload
-    request: PresignedPut
+    put: PresignedPut
 
 
 @dataclass(frozen=True)

@@ -99,4 +99,4 @@ class UploadIssuer:
             uow.uploads.add(intent)
             uow.audit.append(audit.upload_issued(intent, ttl))
             uow.commit()
-        return IssuedUpload(intent=intent, request=presigned)
+        return IssuedUpload(intent=intent, put=presigned)

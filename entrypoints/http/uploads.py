@@ -54,9 +54,9 @@ class Uploads(MethodView):
             "upload_id": issued.intent.upload_id,
             "object_key": issued.intent.object_key,
             "method": "PUT",
-            "url": str(issued.request.url),
+            "url": str(issued.put.url),
             "expires_at": issued.intent.expires_at,
-            "headers": issued.request.headers,
+            "headers": issued.put.headers,
         }
 
 
