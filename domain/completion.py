@@ -75,7 +75,7 @@ class UploadCompletion:
         settled = settled_answer(upload)
         if settled is not None:
             return settled
-        if now > upload.expires_at + timedelta(seconds=self._policy.completion_grace_seconds):
+        if now > upload.url_expires_at + timedelta(seconds=self._policy.completion_grace_seconds):
             self._expire(upload, now)
         with self._verdicts.listen(upload_id) as listener:  # before the hand-off: no verdict is missed
             self._hand_off(upload_id, now)

@@ -69,8 +69,11 @@ class StoredImage:
 class Upload:
     """One selfie slot, from the pre-signed PUT we handed out to the verified (or rejected) image.
 
-    ``object_key`` is where the client PUTs; ``expires_at`` is when the PUT URL dies while the upload is
-    issued, and when an unused verified upload is deleted once it is verified.
+    ``object_key`` is where the client PUTs. Two deadlines, never one for the other:
+    ``url_expires_at`` is when the PUT URL dies (a late ``complete`` is refused, an upload never completed
+    is swept); ``source_expires_at`` is when the sanitised selfie is deleted, set once it is verified
+    (UNUSED_UPLOAD_TTL_SECONDS on), and restarted when a try-on on it settles or its last favourite goes
+    (SOURCE_RETENTION_SECONDS on); a try-on or a favourite holds it past that.
     """
 
     upload_id: str
@@ -80,9 +83,10 @@ class Upload:
     content_length: int
     checksum_sha256: str | None
     created_at: datetime
-    expires_at: datetime
+    url_expires_at: datetime
     status: UploadStatus = UploadStatus.ISSUED
     updated_at: datetime | None = None
+    source_expires_at: datetime | None = None
     stored: StoredImage | None = None
     rejection_reason: str | None = None
     version: int = 0
@@ -90,6 +94,10 @@ class Upload:
     was derived from (compare-and-set), so a decision made on a stale read never lands."""
     verification_attempts: int = 0
     """Verifications started on it: a verification that never finishes is not retried forever."""
+
+    def source_expired(self, now: datetime) -> bool:
+        """The selfie's deletion deadline has come (an upload that was never verified has none)."""
+        return self.source_expires_at is not None and self.source_expires_at <= now
 
     def object_keys(self) -> tuple[str, ...]:
         """Every object this upload may have in the uploads bucket: what the client PUT, and the

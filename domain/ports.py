@@ -121,7 +121,7 @@ class UploadRepository(Protocol):
         ...
 
     def set_deadline(self, upload_id: str, when: datetime) -> bool:
-        """Move a verified upload's deletion deadline; False when it is no longer verified."""
+        """Move a verified upload's ``source_expires_at``; False when it is no longer verified."""
         ...
 
     def mark_deleted(self, upload_id: str, now: datetime) -> None:
@@ -131,11 +131,11 @@ class UploadRepository(Protocol):
     def mark_user_deleted(self, user_id: str, now: datetime) -> int: ...
 
     def expire_if_due(self, upload_id: str, now: datetime) -> Upload | None:
-        """Mark a verified upload deleted if its deadline has passed, no try-on on it is unsettled and none
-        of its results is a favourite, all in one conditional update; the upload now deleted, or None.
-        It is marked purged at once: its results stay (they have their own retention), so the sweep must
-        not finish it as a user's deletion; its source object goes right after (the tag backstop covers a
-        process that dies in between)."""
+        """Mark a verified upload deleted if its ``source_expires_at`` has passed, no try-on on it is
+        unsettled and none of its results is a favourite, all in one conditional update; the upload now
+        deleted, or None. It is marked purged at once: its results stay (they have their own retention), so
+        the sweep must not finish it as a user's deletion; its source object goes right after (the tag
+        backstop covers a process that dies in between)."""
         ...
 
     def for_user(self, user_id: str) -> list[Upload]: ...
@@ -146,11 +146,12 @@ class UploadRepository(Protocol):
 
     def to_purge(self, settled_before: datetime, limit: int) -> list[Upload]:
         """Uploads whose objects may still exist but must not: originals of verified uploads, intents never
-        completed or rejected (their URL long dead), deleted uploads; all unpurged and settled before."""
+        completed or rejected (``url_expires_at`` long past), deleted uploads; all unpurged and settled
+        before."""
         ...
 
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
-        """Verified uploads whose deletion deadline has passed."""
+        """Verified uploads whose ``source_expires_at`` has passed."""
         ...
 
     def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool: ...

@@ -61,8 +61,9 @@ class SourceExpiry:
             uow.commit()
         if deleted is None:
             verified = current is not None and current.status is UploadStatus.VERIFIED
-            if verified and current is not None and current.expires_at > now and self._queue is not None:
-                self._queue.expire_upload_at(upload_id, current.expires_at)
+            deadline = current.source_expires_at if verified and current is not None else None
+            if deadline is not None and deadline > now and self._queue is not None:
+                self._queue.expire_upload_at(upload_id, deadline)
             return False
         for key in deleted.object_keys():
             self._storage.delete(key)

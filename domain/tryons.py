@@ -102,7 +102,7 @@ class TryOnDesk:
                 if upload.status in (UploadStatus.ISSUED, UploadStatus.VERIFYING):
                     raise Conflict("complete the upload first", code="upload_not_verified")
                 raise Gone("that upload is gone; upload the selfie again", code="upload_expired")
-            if upload.expires_at <= now:
+            if upload.source_expired(now):
                 raise Gone("that upload has expired; upload the selfie again", code="upload_expired")
             self._check_limits(uow, user_id, order, used_today, now)
             if uow.uploads.lock_verified(order.upload_id) is None:  # deleted since it was read

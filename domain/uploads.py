@@ -92,7 +92,7 @@ class UploadIssuer:
             content_length=request.content_length,
             checksum_sha256=request.checksum_sha256,
             created_at=now,
-            expires_at=now + timedelta(seconds=ttl),
+            url_expires_at=now + timedelta(seconds=ttl),
         )
         presigned = self._signer.presign_put(key, request, ttl)
         with self._unit_of_work() as uow:

@@ -182,7 +182,7 @@ class UploadVerifier:
             status=UploadStatus.VERIFIED,
             stored=stored,
             updated_at=now,
-            expires_at=now + timedelta(seconds=self._policy.unused_upload_ttl_seconds),
+            source_expires_at=now + timedelta(seconds=self._policy.unused_upload_ttl_seconds),
         )
         details = {"size": stored.size, "width": image.width, "height": image.height, "faces": faces}
         with self._unit_of_work() as uow:

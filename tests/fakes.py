@@ -165,7 +165,7 @@ class FakeUploadRepository(UploadRepository):
         upload = self.get(upload_id)
         if upload is None or upload.status is not UploadStatus.VERIFIED:
             return False
-        self._write(replace(upload, expires_at=when))
+        self._write(replace(upload, source_expires_at=when))
         return True
 
     def mark_deleted(self, upload_id: str, now: datetime) -> None:
@@ -182,7 +182,7 @@ class FakeUploadRepository(UploadRepository):
 
     def expire_if_due(self, upload_id: str, now: datetime) -> Upload | None:
         upload = self.get(upload_id)
-        if upload is None or upload.status is not UploadStatus.VERIFIED or upload.expires_at > now:
+        if upload is None or upload.status is not UploadStatus.VERIFIED or not upload.source_expired(now):
             return None
         tryons = [t for t in self._store.tryons.values() if t.upload_id == upload_id]
         favourites = [
@@ -211,14 +211,13 @@ class FakeUploadRepository(UploadRepository):
                 return False
             if u.status is UploadStatus.VERIFIED:
                 return (u.updated_at or u.created_at) < settled_before
-            return u.status is UploadStatus.DELETED or u.expires_at < settled_before
+            return u.status is UploadStatus.DELETED or u.url_expires_at < settled_before
 
         return [u for u in self._committed.values() if due(u)][:limit]
 
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
-        due = [
-            u for u in self._committed.values() if u.status is UploadStatus.VERIFIED and u.expires_at < now
-        ]
+        verified = [u for u in self._committed.values() if u.status is UploadStatus.VERIFIED]
+        due = [u for u in verified if u.source_expires_at is not None and u.source_expires_at < now]
         return [u.upload_id for u in due][:limit]
 
     def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool:

@@ -54,7 +54,10 @@ class UploadRow(BaseRow):
     checksum_sha256 = peewee.CharField(max_length=64, null=True)
     status = peewee.CharField(max_length=32)
     created_at = UtcDateTimeField()
-    expires_at = UtcDateTimeField()
+    url_expires_at = UtcDateTimeField(column_name="expires_at")
+    """The column keeps its first name (a rename buys nothing over this mapping); verified rows written
+    before migration 7 hold their old deletion deadline here, which nothing reads once they are verified."""
+    source_expires_at = UtcDateTimeField(null=True)
     updated_at = UtcDateTimeField(null=True)
     stored_key = peewee.CharField(max_length=600, null=True)
     stored_content_type = peewee.CharField(max_length=128, null=True)

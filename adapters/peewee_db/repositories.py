@@ -83,7 +83,7 @@ class PeeweeUploadRepository(UploadRepository):
     def set_deadline(self, upload_id: str, when: datetime) -> bool:
         verified = (UploadRow.upload_id == upload_id) & (UploadRow.status == UploadStatus.VERIFIED.value)
         with unavailable_on_failure("moving a deadline"), bound_to(self._db):
-            query = UploadRow.update(expires_at=when, version=UploadRow.version + 1).where(verified)
+            query = UploadRow.update(source_expires_at=when, version=UploadRow.version + 1).where(verified)
             return bool(query.execute(self._db) == 1)
 
     def mark_deleted(self, upload_id: str, now: datetime) -> None:
@@ -115,7 +115,7 @@ class PeeweeUploadRepository(UploadRepository):
         due = (
             (UploadRow.upload_id == upload_id)
             & (UploadRow.status == UploadStatus.VERIFIED.value)
-            & (UploadRow.expires_at <= now)
+            & (UploadRow.source_expires_at <= now)
             & ~fn.EXISTS(unsettled)
             & ~fn.EXISTS(favourites)
         )
@@ -143,7 +143,7 @@ class PeeweeUploadRepository(UploadRepository):
         unfinished = [s.value for s in (UploadStatus.ISSUED, UploadStatus.VERIFYING)]
         dead = UploadRow.status.in_(
             [*unfinished, UploadStatus.REJECTED.value, UploadStatus.EXPIRED.value]
-        ) & (UploadRow.expires_at < settled_before)
+        ) & (UploadRow.url_expires_at < settled_before)
         verified = (UploadRow.status == UploadStatus.VERIFIED.value) & (UploadRow.updated_at < settled_before)
         deleted = UploadRow.status == UploadStatus.DELETED.value
         with unavailable_on_failure("finding uploads to purge"), bound_to(self._db):
@@ -153,12 +153,12 @@ class PeeweeUploadRepository(UploadRepository):
             ]
 
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
-        overdue = (UploadRow.status == UploadStatus.VERIFIED.value) & (UploadRow.expires_at < now)
+        overdue = (UploadRow.status == UploadStatus.VERIFIED.value) & (UploadRow.source_expires_at < now)
         with unavailable_on_failure("finding overdue selfies"), bound_to(self._db):
             query = (
                 UploadRow.select(UploadRow.upload_id)
                 .where(overdue)
-                .order_by(UploadRow.expires_at)
+                .order_by(UploadRow.source_expires_at)
                 .limit(limit)
             )
             return [row.upload_id for row in query.execute(self._db)]
@@ -204,7 +204,8 @@ def _columns(upload: Upload) -> dict[str, Any]:
         "checksum_sha256": upload.checksum_sha256,
         "status": upload.status.value,
         "created_at": upload.created_at,
-        "expires_at": upload.expires_at,
+        "url_expires_at": upload.url_expires_at,
+        "source_expires_at": upload.source_expires_at,
         "updated_at": upload.updated_at,
         "rejection_reason": upload.rejection_reason,
         "stored_key": stored and stored.object_key,
@@ -236,7 +237,8 @@ def _upload(row: Any) -> Upload:
         content_length=row.content_length,
         checksum_sha256=row.checksum_sha256,
         created_at=row.created_at,
-        expires_at=row.expires_at,
+        url_expires_at=row.url_expires_at,
+        source_expires_at=row.source_expires_at,
         status=UploadStatus(row.status),
         updated_at=row.updated_at,
         stored=stored,

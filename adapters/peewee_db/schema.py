@@ -165,6 +165,19 @@ def _add_verification_attempts(db: peewee.Database) -> None:
     execute_sql(db, "ALTER TABLE uploads ADD COLUMN verification_attempts INTEGER NOT NULL DEFAULT 0")
 
 
+def _split_upload_deadlines(db: peewee.Database) -> None:
+    """Issue 13: an upload's two deadlines apart. ``expires_at`` stays the PUT URL's expiry; the sanitised
+    selfie's deletion deadline, which verification used to write over it, gets a column of its own (and
+    the index the expiry sweep reads it by). Verified rows take theirs from ``expires_at``."""
+    timestamp = "TIMESTAMPTZ" if is_postgres(db) else "DATETIME"
+    for statement in (
+        f"ALTER TABLE uploads ADD COLUMN source_expires_at {timestamp}",
+        "UPDATE uploads SET source_expires_at = expires_at WHERE stored_key IS NOT NULL",
+        "CREATE INDEX uploads_status_source_expires_at ON uploads (status, source_expires_at)",
+    ):
+        execute_sql(db, statement)
+
+
 VERSIONS = (
     (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
     (2, "add_verification_columns", _add_verification_columns),
@@ -172,4 +185,5 @@ VERSIONS = (
     (4, "add_sweep_columns", _add_sweep_columns),
     (5, "add_versions_and_usage", _add_versions_and_usage),
     (6, "add_verification_attempts", _add_verification_attempts),
+    (7, "split_upload_deadlines", _split_upload_deadlines),
 )

@@ -55,7 +55,7 @@ class Uploads(MethodView):
             "object_key": issued.intent.object_key,
             "method": "PUT",
             "url": str(issued.put.url),
-            "expires_at": issued.intent.expires_at,
+            "expires_at": issued.intent.url_expires_at,
             "headers": issued.put.headers,
         }
 
@@ -145,5 +145,5 @@ def _verified_fields(upload: Upload) -> dict[str, Any]:
         "width": stored.width,
         "height": stored.height,
         "checksum_sha256": stored.checksum_sha256,
-        "expires_at": upload.expires_at,
+        "expires_at": upload.source_expires_at,
     }

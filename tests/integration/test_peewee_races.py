@@ -54,7 +54,7 @@ def a_desk(
 
 def verified(db) -> None:
     stored = StoredImage("sources/user_1/up_1.jpg", "image/jpeg", 900, 512, 512, "c2hh")
-    upload = an_intent(status=UploadStatus.VERIFIED, stored=stored, expires_at=T0 + timedelta(hours=1))
+    upload = an_intent(status=UploadStatus.VERIFIED, stored=stored, source_expires_at=T0 + timedelta(hours=1))
     PeeweeUploadRepository(db).add(upload)
 
 

@@ -134,7 +134,7 @@ def an_intent(upload_id: str = "up_1", *, user_id: str = "user_1", **changes: ob
         "content_length": 5 * 1024 * 1024,
         "checksum_sha256": None,
         "created_at": T0,
-        "expires_at": T0 + timedelta(seconds=300),
+        "url_expires_at": T0 + timedelta(seconds=300),
     }
     values.update(changes)
     return Upload(**values)  # type: ignore[arg-type]
@@ -159,6 +159,42 @@ def test_migrating_applies_every_migration_once_then_nothing(backend: Backend) -
     assert migrate(database) == [migration.name for migration in MIGRATIONS]
     assert migrate(database) == []
     assert migrate(backend.open()) == []
+
+
+def test_splitting_the_deadlines_gives_verified_rows_their_deletion_deadline(backend: Backend) -> None:
+    """Migration 7: verification wrote a selfie's deletion deadline over ``expires_at``; it moves to
+    ``source_expires_at``, and an upload never verified keeps only its URL's expiry."""
+    database = backend.open()
+    older = [m for m in MIGRATIONS if m.version < 7]
+    split = next(m for m in MIGRATIONS if m.name == "split_upload_deadlines")
+    with database.atomic():
+        for migration in older:
+            migration.apply(database)
+    columns = "upload_id, user_id, object_key, content_type, content_length, status, created_at, expires_at"
+    values = ", ".join([database.param] * 8)
+    deadline = T0 + timedelta(days=1)
+    with database.atomic():
+        for upload_id, status, expires_at in (("up_v", "verified", deadline), ("up_i", "issued", T0)):
+            row = (
+                upload_id,
+                "user_1",
+                f"uploads/user_1/{upload_id}",
+                "image/jpeg",
+                10,
+                status,
+                T0,
+                expires_at,
+            )
+            database.execute_sql(f"INSERT INTO uploads ({columns}) VALUES ({values})", row)
+        database.execute_sql(
+            "UPDATE uploads SET stored_key = 'sources/user_1/up_v.jpg' WHERE upload_id = 'up_v'"
+        )
+        split.apply(database)
+
+    repository = PeeweeUploadRepository(database)
+    verified, issued = repository.get("up_v"), repository.get("up_i")
+    assert verified is not None and verified.source_expires_at == deadline
+    assert issued is not None and issued.source_expires_at is None and issued.url_expires_at == T0
 
 
 def test_two_release_processes_migrating_at_once_apply_each_migration_once(backend: Backend) -> None:
@@ -195,7 +231,7 @@ def test_two_release_processes_migrating_at_once_apply_each_migration_once(backe
             checksum_sha256="n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
             status=UploadStatus.VERIFIED,
             created_at=datetime(2025, 1, 1, tzinfo=UTC),
-            expires_at=datetime(2025, 1, 1, 0, 5, tzinfo=UTC),
+            url_expires_at=datetime(2025, 1, 1, 0, 5, tzinfo=UTC),
         ),
     ],
     ids=["issued-without-checksum", "verified-with-checksum"],
@@ -212,13 +248,13 @@ def test_an_added_upload_intent_reads_back_identically(
     assert read_back == intent
     assert read_back is not None
     assert read_back.created_at.tzinfo is UTC
-    assert read_back.expires_at.tzinfo is UTC
+    assert read_back.url_expires_at.tzinfo is UTC
 
 
 def test_times_in_another_zone_are_stored_as_the_same_instant_in_utc(db: peewee.Database) -> None:
     paris = timezone(timedelta(hours=1))
     with PeeweeUnitOfWork(db) as uow:
-        uow.uploads.add(an_intent(created_at=T0.astimezone(paris), expires_at=T0.astimezone(paris)))
+        uow.uploads.add(an_intent(created_at=T0.astimezone(paris), url_expires_at=T0.astimezone(paris)))
         uow.commit()
 
     read_back = PeeweeUploadRepository(db).get("up_1")
@@ -442,7 +478,7 @@ def test_a_verified_upload_with_its_stored_image_reads_back_identically(
         an_intent(),
         status=UploadStatus.VERIFIED,
         updated_at=T0 + timedelta(seconds=20),
-        expires_at=T0 + timedelta(days=1),
+        source_expires_at=T0 + timedelta(days=1),
         stored=StoredImage("uploads/user_1/up_1.jpg", "image/jpeg", 81234, 1536, 2048, "c2hhMjU2"),
     )
 

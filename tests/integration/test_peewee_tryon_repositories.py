@@ -142,9 +142,11 @@ def test_the_sweep_finds_what_must_go_claims_it_once_and_records_the_purge(db: p
     uploads = PeeweeUploadRepository(db)
     later = T0 + timedelta(hours=2)
     uploads.add(an_intent("never"))
-    uploads.add(an_intent("fresh", expires_at=later + timedelta(hours=1)))
+    uploads.add(an_intent("fresh", url_expires_at=later + timedelta(hours=1)))
     uploads.add(
-        an_intent("verified", status=UploadStatus.VERIFIED, updated_at=T0, expires_at=T0 + timedelta(hours=1))
+        an_intent(
+            "verified", status=UploadStatus.VERIFIED, updated_at=T0, source_expires_at=T0 + timedelta(hours=1)
+        )
     )
 
     assert [u.upload_id for u in uploads.to_purge(later, 10)] == ["never", "verified"]

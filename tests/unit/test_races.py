@@ -84,7 +84,7 @@ class RaceWorld(DataWorld):
             content_length=len(IMAGE),
             checksum_sha256=None,
             created_at=now,
-            expires_at=now + timedelta(seconds=300),
+            url_expires_at=now + timedelta(seconds=300),
         )
         self.store.uploads[upload_id] = upload
         self.uploads.objects[upload.object_key] = FakeObject(IMAGE, "image/jpeg")
@@ -254,7 +254,7 @@ def test_an_expiry_that_runs_before_a_moved_deadline_schedules_itself_for_it(wor
     world.data.favorite("alice", result.result_id, True)
     world.clock.advance(7200)
     world.data.favorite("alice", result.result_id, False)
-    deadline = world.store.uploads["up1"].expires_at
+    deadline = world.store.uploads["up1"].source_expires_at
     world.queue.expiries.clear()
 
     world.clock.advance(10)  # the job scheduled for the old deadline fires early

@@ -28,7 +28,9 @@ class SweepWorld(DataWorld):
 
     def intent(self, upload_id: str, status: UploadStatus, put: bool = True) -> Upload:
         upload = self.verified_upload("alice", upload_id, status=status, stored=None)
-        upload = replace(upload, expires_at=self.clock.now() + timedelta(seconds=300))
+        upload = replace(
+            upload, url_expires_at=self.clock.now() + timedelta(seconds=300), source_expires_at=None
+        )
         self.store.uploads[upload_id] = upload
         if put:
             self.uploads.objects[upload.object_key] = FakeObject(b"raw", "image/jpeg")

@@ -55,7 +55,8 @@ class World:
             content_length=1000,
             checksum_sha256=None,
             created_at=now,
-            expires_at=now + timedelta(days=1),
+            url_expires_at=now + timedelta(seconds=300),
+            source_expires_at=now + timedelta(days=1),
             status=UploadStatus.VERIFIED,
             stored=StoredImage(f"uploads/{user_id}/{upload_id}.jpg", "image/jpeg", 900, 512, 512, "c2hh"),
         )
@@ -111,7 +112,7 @@ def test_the_same_idempotency_key_returns_the_same_tryon_and_a_different_body_is
         ({"user_id": "bob"}, NotFound, "upload_not_found"),
         ({"status": UploadStatus.ISSUED, "stored": None}, Conflict, "upload_not_verified"),
         ({"status": UploadStatus.REJECTED, "stored": None}, Gone, "upload_expired"),
-        ({"expires_at": FixedClock().now()}, Gone, "upload_expired"),
+        ({"source_expires_at": FixedClock().now()}, Gone, "upload_expired"),
     ],
 )
 def test_only_the_callers_verified_unexpired_upload_can_be_tried_on(world, changes, error, code):
@@ -236,8 +237,8 @@ def test_a_tryon_is_submitted_with_only_a_fresh_short_lived_url_and_its_result_s
         "result.stored",
     ]
     upload = world.store.uploads["up1"]
-    assert upload.expires_at == done.completed_at + timedelta(seconds=3600)
-    assert world.queue.expiries == [("up1", upload.expires_at)]
+    assert upload.source_expires_at == done.completed_at + timedelta(seconds=3600)
+    assert world.queue.expiries == [("up1", upload.source_expires_at)]
 
 
 def test_a_retryable_failure_resubmits_with_a_new_url_and_then_succeeds(world):

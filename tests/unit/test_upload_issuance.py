@@ -39,7 +39,7 @@ def test_an_issued_upload_is_scoped_to_the_callers_prefix_and_expires_after_the_
     )
 
     assert issued.intent.object_key == f"uploads/user1/{issued.intent.upload_id}"
-    assert (issued.intent.expires_at - issued.intent.created_at).total_seconds() == 120
+    assert (issued.intent.url_expires_at - issued.intent.created_at).total_seconds() == 120
     assert signer.signed == [(issued.intent.object_key, UploadRequest("image/jpeg", 2481733, CHECKSUM), 120)]
 
 

@@ -64,7 +64,7 @@ class World:
             content_length=len(data),
             checksum_sha256=None,
             created_at=self.clock.now(),
-            expires_at=self.clock.now() + timedelta(seconds=300),
+            url_expires_at=self.clock.now() + timedelta(seconds=300),
         )
         self.store.uploads[upload_id] = upload
         if put:
@@ -90,7 +90,7 @@ def test_a_real_selfie_is_sanitised_stored_recorded_and_the_original_deleted(wor
     assert verified.stored.object_key == "sources/alice/u1.jpg"
     assert verified.stored.checksum_sha256 == sha256_base64(b"CLEAN" + IMAGE[3:])
     assert (verified.stored.width, verified.stored.height) == (1536, 2048)
-    assert verified.expires_at == world.clock.now() + timedelta(seconds=86400)
+    assert verified.source_expires_at == world.clock.now() + timedelta(seconds=86400)
     assert set(world.storage.objects) == {"sources/alice/u1.jpg"}
     assert world.store.uploads["u1"] == verified
     assert world.events() == [("upload.validated", None)]

@@ -61,8 +61,8 @@ def test_when_the_last_favourite_goes_the_selfie_gets_its_retention_again_then_g
     world.data.favorite("alice", result.result_id, False)
 
     upload = world.store.uploads["up1"]
-    assert upload.expires_at == world.clock.now() + timedelta(seconds=3600)
-    assert world.queue.expiries[-1] == ("up1", upload.expires_at)
+    assert upload.source_expires_at == world.clock.now() + timedelta(seconds=3600)
+    assert world.queue.expiries[-1] == ("up1", upload.source_expires_at)
     assert world.expiry.expire("up1") is False
     world.clock.advance(3601)
     assert world.expiry.expire("up1") is True
