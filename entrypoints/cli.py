@@ -98,8 +98,19 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(_: Settings | None, args: argparse.Namespace) -> int:
-    from entrypoints.demo import run_demo
-
+    # The one production import of devtools/ (declared in setup.cfg's production-without-devtools contract):
+    # the walk-through lives with the stand-ins, which a production wheel does not ship.
+    try:
+        from devtools.demo import run_demo
+    except ModuleNotFoundError as error:
+        if error.name not in ("devtools", "devtools.demo"):
+            raise
+        print(
+            "tryon: the demo needs devtools/, which ships only in the source checkout: "
+            "run `make demo` from the repository",
+            file=sys.stderr,
+        )
+        return 2
     return run_demo()
 
 
