@@ -8,8 +8,6 @@ from entrypoints.bootstrap import Services, bootstrap
 
 log = logging.getLogger(__name__)
 
-RECONCILE_EVERY_SECONDS = 30
-
 _services: Services | None = None
 
 

@@ -7,7 +7,6 @@ from flask import current_app, g, request
 from domain.errors import Unauthenticated
 from domain.ports import Authenticator, Credentials
 
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/docs")
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 
 
