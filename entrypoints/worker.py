@@ -148,7 +148,7 @@ def _maintenance_queue() -> Queue:
     """The queue the running job came from, on the connection the worker took it with."""
     job = get_current_job()
     assert job is not None  # called only by the periodic jobs, while RQ runs them
-    return Queue(QUEUE_NAMES[1], connection=job.connection, serializer=JSONSerializer)
+    return Queue(job.origin, connection=job.connection, serializer=JSONSerializer)
 
 
 # Periodic maintenance, each a self-rescheduling job chain: (job id prefix, function, every N seconds).
