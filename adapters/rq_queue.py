@@ -1,7 +1,14 @@
-"""RQ on Redis behind the TryOnQueue port. Jobs carry ids only; the database holds the state."""
+"""RQ on Redis behind the TryOnQueue port. Jobs carry ids only; the database holds the state.
+
+The job functions are handed in by the composition root: this adapter never names the entrypoints that run
+them. RQ stores each function's dotted path (``module.qualname``), which the worker imports to run it.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import redis
@@ -11,14 +18,33 @@ from rq.serializers import JSONSerializer
 from domain.errors import QueueUnavailable
 from domain.ports import TryOnQueue, VerificationQueue
 
-ADVANCE_TRYON = "entrypoints.jobs.advance_tryon"
-VERIFY_UPLOAD = "entrypoints.jobs.verify_upload"
 VERIFY_QUEUE = "verify"
 VERIFY_JOB_TIMEOUT_SECONDS = 60
 """RQ's own timeout on one verification: beyond the sanitiser's decoding budget and the face model's
 few hundred milliseconds, it stops a verification stuck anywhere else (the attempt is counted)."""
-EXPIRE_UPLOAD = "entrypoints.jobs.expire_upload"
 JOB_OPTIONS = {"job_timeout": 120, "result_ttl": 0, "failure_ttl": 7 * 86400}
+
+Job = Callable[[str], object]
+"""A job function: module-level (RQ enqueues it by its dotted path), taking one id."""
+
+
+def module_level(job: Job) -> Job:
+    """Refuses what RQ cannot find again by name (a lambda, a nested function, a bound method)."""
+    if not inspect.isfunction(job) or "<" in job.__qualname__:
+        raise TypeError(f"an RQ job must be a module-level function, got {job!r}")
+    return job
+
+
+@dataclass(frozen=True)
+class TryOnJobs:
+    """The jobs the ``tryons`` queue runs."""
+
+    advance_tryon: Job
+    expire_upload: Job
+
+    def __post_init__(self) -> None:
+        module_level(self.advance_tryon)
+        module_level(self.expire_upload)
 
 
 def expiry_job_id(upload_id: str) -> str:
@@ -26,18 +52,21 @@ def expiry_job_id(upload_id: str) -> str:
 
 
 class RqTryOnQueue(TryOnQueue):
-    def __init__(self, connection: redis.Redis, queue_name: str = "tryons") -> None:
+    def __init__(self, connection: redis.Redis, jobs: TryOnJobs, queue_name: str = "tryons") -> None:
         self._queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
+        self._jobs = jobs
 
     def advance_soon(self, tryon_id: str) -> None:
         try:
-            self._queue.enqueue(ADVANCE_TRYON, tryon_id, **JOB_OPTIONS)
+            self._queue.enqueue(self._jobs.advance_tryon, tryon_id, **JOB_OPTIONS)
         except redis.RedisError as error:
             raise QueueUnavailable("could not queue the try-on") from error
 
     def advance_in(self, tryon_id: str, seconds: float) -> None:
         try:
-            self._queue.enqueue_in(timedelta(seconds=seconds), ADVANCE_TRYON, tryon_id, **JOB_OPTIONS)
+            self._queue.enqueue_in(
+                timedelta(seconds=seconds), self._jobs.advance_tryon, tryon_id, **JOB_OPTIONS
+            )
         except redis.RedisError as error:
             raise QueueUnavailable("could not schedule the try-on") from error
 
@@ -52,7 +81,7 @@ class RqTryOnQueue(TryOnQueue):
         """One job per upload: its id is stable, so scheduling again moves the job rather than adding one."""
         try:
             self._queue.enqueue_at(
-                when, EXPIRE_UPLOAD, upload_id, job_id=expiry_job_id(upload_id), **JOB_OPTIONS
+                when, self._jobs.expire_upload, upload_id, job_id=expiry_job_id(upload_id), **JOB_OPTIONS
             )
         except redis.RedisError as error:
             raise QueueUnavailable("could not schedule the deletion") from error
@@ -65,13 +94,14 @@ def verification_job_id(upload_id: str) -> str:
 class RqVerificationQueue(VerificationQueue):
     """The ``verify`` queue that ``tryon verifier`` works on."""
 
-    def __init__(self, connection: redis.Redis) -> None:
+    def __init__(self, connection: redis.Redis, verify_upload: Job) -> None:
         self._queue = Queue(VERIFY_QUEUE, connection=connection, serializer=JSONSerializer)
+        self._verify_upload = module_level(verify_upload)
 
     def verify_soon(self, upload_id: str) -> None:
         try:
             self._queue.enqueue(
-                VERIFY_UPLOAD,
+                self._verify_upload,
                 upload_id,
                 job_id=verification_job_id(upload_id),
                 job_timeout=VERIFY_JOB_TIMEOUT_SECONDS,

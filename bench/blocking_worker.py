@@ -27,11 +27,10 @@ from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 from adapters.redis_store import connect_redis
-from adapters.rq_queue import RqTryOnQueue
 from domain.ports import TryOnQueue
 from domain.tryon_runner import TryOnRunner
 from entrypoints import jobs
-from entrypoints.bootstrap import bootstrap
+from entrypoints.bootstrap import bootstrap, rq_tryon_queue
 from entrypoints.logs import configure_logging
 from entrypoints.settings import Settings
 
@@ -87,7 +86,7 @@ def main() -> int:
     settings = Settings.from_env()
     poll_seconds = float(os.environ.get("BENCH_BLOCKING_POLL_SECONDS", DEFAULT_POLL_SECONDS))
     connection = connect_redis(settings.redis_url)
-    inline = InlineQueue(RqTryOnQueue(connection))
+    inline = InlineQueue(rq_tryon_queue(connection))
     services = bootstrap(settings, queue=inline)
     configure_logging(services.scrubber)
     if services.tryon_runner is None:

@@ -4,7 +4,7 @@ Shared by ``bench.issuance``, ``bench.verification`` and ``bench.tryons``: minis
 issuer, a fresh database, ``tryon migrate`` / ``provision``, then the real service under gunicorn (gthread
 workers, pools open; the web carries no face model) and one ``tryon verifier`` (the face model loaded). The
 floor runs with the same gunicorn command line (the one
-``entrypoints.local_stack.start_gunicorn`` uses), only the app module differs. Everything started is
+``devtools.local_stack.start_gunicorn`` uses), only the app module differs. Everything started is
 registered on the caller's ``ExitStack``.
 """
 
@@ -23,9 +23,8 @@ from pathlib import Path
 import psycopg2
 import requests
 
-from entrypoints.dev_issuer import DevJwtIssuer
-from entrypoints.http.app import WORKER_WARM
-from entrypoints.local_stack import (
+from devtools.dev_issuer import DevJwtIssuer
+from devtools.local_stack import (
     EMULATOR_CREDENTIALS,
     LocalProcess,
     LocalServiceError,
@@ -35,6 +34,7 @@ from entrypoints.local_stack import (
     start_redis,
     start_verifier,
 )
+from entrypoints.http.app import WORKER_WARM
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKDIR = ROOT / "var" / "bench"

@@ -1,7 +1,7 @@
 """`make bench`: try-ons through ONE worker process beside a blocking worker, and the per-try-on overhead.
 
 The real service on loopback (``bench.stack``: ministack S3, a private Redis, Postgres when it answers,
-gunicorn) and the fal simulator (``entrypoints.fal_simulator``, in this process). Verified uploads are made
+gunicorn) and the fal simulator (``devtools.fal_simulator``, in this process). Verified uploads are made
 up front through the HTTP API (``users`` x ``uploads-per-user`` copies of the one-face test photo) and
 reused: a verified upload may be tried on any number of times. Then, in this order:
 
@@ -77,8 +77,8 @@ from bench.memory import children
 from bench.report import MAX_ERROR_RATIO, NOT_MEASURED, Beside, beside_earlier, by_kind
 from bench.stack import ROOT, WORKDIR, Stack, env_number, progress, start_stack
 from bench.worker_log import Step, read_steps
+from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
 from domain.tryon_runner import RunnerPolicy
-from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
 
 IN_FLIGHT_TARGET = 50
 OVERHEAD_TARGET_MS = 150.0

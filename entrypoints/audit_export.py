@@ -6,9 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import TextIO
 
-from adapters.peewee_db import PeeweeAuditLog, open_database
-from entrypoints.bootstrap import scrubber_for
-from entrypoints.settings import Settings
+from entrypoints.bootstrap import AuditTrail
 
 
 class ExportError(ValueError):
@@ -27,17 +25,9 @@ def parse_since(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def export_audit(
-    settings: Settings, out: TextIO, *, since: str | None = None, user: str | None = None
-) -> int:
+def export_audit(trail: AuditTrail, out: TextIO, *, since: str | None = None, user: str | None = None) -> int:
     """Print one JSON object per event, oldest first; returns how many were printed."""
-    start = parse_since(since)
-    scrub = scrubber_for(settings)
-    database = open_database(settings.database_url)
-    try:
-        events = PeeweeAuditLog(database).events(since=start, user_id=user)
-    finally:
-        database.close()
+    events = trail.events(parse_since(since), user)
     for event in events:
         line = {
             "occurred_at": event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
@@ -48,5 +38,5 @@ def export_audit(
             "reason": event.reason,
             "details": event.details,
         }
-        out.write(scrub(json.dumps(line, sort_keys=True)) + "\n")
+        out.write(trail.scrub(json.dumps(line, sort_keys=True)) + "\n")
     return len(events)

@@ -4,25 +4,44 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
-from typing import Any
 
+import redis
 from peewee import Database
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
 from adapters.better_auth_session import BetterAuthSessionAuthenticator
 from adapters.fal_queue import FalQueueGenerator
 from adapters.mtcnn_faces import MtcnnFaceDetector
-from adapters.peewee_db import Counts, PeeweeUnitOfWork, bind, open_database, ping, read_counts
+from adapters.peewee_db import (
+    Counts,
+    PeeweeAuditLog,
+    PeeweeUnitOfWork,
+    bind,
+    migrate,
+    open_database,
+    ping,
+    read_counts,
+)
 from adapters.pillow_images import PillowImageSanitizer, SandboxedImageSanitizer
 from adapters.redis_store import RedisProbe, RedisVerdictBoard, connect_redis
-from adapters.rq_queue import RqTryOnQueue, RqVerificationQueue
-from adapters.s3_provisioning import EXPIRING, EXPIRING_TAGGING, FAVORITE, RETENTION_TAG
+from adapters.rq_queue import RqTryOnQueue, RqVerificationQueue, TryOnJobs
+from adapters.s3_provisioning import (
+    EXPIRING,
+    EXPIRING_TAGGING,
+    FAVORITE,
+    RETENTION_TAG,
+    BucketRole,
+    ProvisionReport,
+    S3BucketProvisioner,
+)
 from adapters.s3_storage import S3BucketProbe, S3PrivateObjects, S3UploadUrlSigner, make_s3_client
 from adapters.system import RandomIds, SystemClock
 from domain.auth import JwtOrSession
 from domain.completion import UploadCompletion
 from domain.faces import FacePolicy
+from domain.model import AuditEvent
 from domain.ports import (
     Authenticator,
     Clock,
@@ -47,7 +66,12 @@ from domain.tryons import TryOnDesk, TryOnLimits
 from domain.uploads import UploadIssuer, UploadPolicy
 from domain.user_data import UserData
 from domain.verification import UploadVerifier, VerificationPolicy
-from entrypoints.settings import Settings
+from entrypoints import jobs
+from entrypoints.settings import Settings, SettingsError
+
+FAL_KEY_REQUIRED = "FAL_API_KEY is required by the worker"
+TRYON_JOBS = TryOnJobs(advance_tryon=jobs.advance_tryon, expire_upload=jobs.expire_upload)
+"""The job functions the queues name (RQ stores their dotted paths): handed to the adapter from here."""
 
 ReadinessCheck = Callable[[], None]
 
@@ -77,18 +101,24 @@ class Services:
     face_detector: FaceDetector
     sanitizer: ImageSanitizer
     tryon_desk: TryOnDesk
-    results: ResultStorage
     source_expiry: SourceExpiry
     user_data: UserData
     sweeper: Sweeper
     tryon_runner: TryOnRunner | None
-    """None where FAL_API_KEY is not set: only the worker needs it."""
+    """None where FAL_API_KEY is not set: only the worker needs it (see ``runner``)."""
     readiness_checks: Mapping[str, ReadinessCheck]
     rate_limit_storage_uri: str = field(repr=False)
     end_request: Callable[[], None] = field(default=lambda: None)
     read_counts: Callable[[], Counts] | None = None
     """For /metrics: audit and try-on counts from the database (None with a faked database)."""
     queue_depth: Callable[[], dict[str, int]] | None = None
+
+    def runner(self) -> TryOnRunner:
+        """The try-on runner, which only a process with FAL_API_KEY has: the worker refuses to start
+        without it, and a try-on job run anywhere else fails with the same words."""
+        if self.tryon_runner is None:
+            raise SettingsError(FAL_KEY_REQUIRED)
+        return self.tryon_runner
 
 
 @dataclass
@@ -111,6 +141,27 @@ class Adapters:
     verdicts: VerdictBoard | None = None
 
 
+@dataclass
+class Infrastructure:
+    """What the adapters need kept or checked beyond the ports: readiness probes, the end of a request,
+    /metrics' readings, and the one Redis connection (None where a test faked everything on Redis)."""
+
+    checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    end_request: Callable[[], None] = field(default=lambda: None)
+    read_counts: Callable[[], Counts] | None = None
+    queue_depth: Callable[[], dict[str, int]] | None = None
+    redis: redis.Redis | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class QueueProcess:
+    """What ``tryon worker`` and ``tryon verifier`` run on: the services their jobs call, and the Redis
+    connection their RQ workers share with the adapters."""
+
+    services: Services
+    redis: redis.Redis = field(repr=False)
+
+
 def bootstrap(
     settings: Settings | None = None,
     *,
@@ -118,31 +169,60 @@ def bootstrap(
     rate_limit_storage_uri: str | None = None,
     **overrides: object,
 ) -> Services:
-    settings = settings or Settings.from_env()
-    ports = Adapters(**overrides)  # type: ignore[arg-type]
-    checks: dict[str, ReadinessCheck] = {}
-    end_request: Callable[[], None] = lambda: None  # noqa: E731
-    counts: Callable[[], Counts] | None = None
-    depth: Callable[[], dict[str, int]] | None = None
+    services, _ = _compose(
+        settings or Settings.from_env(),
+        Adapters(**overrides),  # type: ignore[arg-type]
+        readiness_checks=readiness_checks,
+        rate_limit_storage_uri=rate_limit_storage_uri,
+    )
+    return services
 
+
+def worker_process(settings: Settings) -> QueueProcess:
+    """``tryon worker``: refuses to start without FAL_API_KEY (SettingsError)."""
+    process = _queue_process(settings)
+    process.services.runner()
+    return process
+
+
+def verifier_process(settings: Settings) -> QueueProcess:
+    """``tryon verifier``."""
+    return _queue_process(settings)
+
+
+def _queue_process(settings: Settings) -> QueueProcess:
+    services, infrastructure = _compose(settings, Adapters())
+    assert infrastructure.redis is not None  # nothing was faked: the real queues were built on it
+    return QueueProcess(services=services, redis=infrastructure.redis)
+
+
+def _compose(
+    settings: Settings,
+    ports: Adapters,
+    *,
+    readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+    rate_limit_storage_uri: str | None = None,
+) -> tuple[Services, Infrastructure]:
+    built = Infrastructure()
     if ports.unit_of_work is None:
         database = open_database(settings.database_url)
         bind(database)
         ports.unit_of_work = lambda: PeeweeUnitOfWork(database)
-        checks["database"] = lambda: ping(database)
-        end_request = partial(close_connection, database)
-        counts = partial(read_counts, database)
+        built.checks["database"] = lambda: ping(database)
+        built.end_request = partial(close_connection, database)
+        built.read_counts = partial(read_counts, database)
     if None in (ports.signer, ports.storage, ports.results, ports.source_signer):
-        _s3(settings, ports, checks)
+        _s3(settings, ports, built.checks)
     if None in (rate_limit_storage_uri, ports.queue, ports.verification_queue, ports.verdicts):
-        redis = connect_redis(settings.redis_url)
-        rate_limit_storage_uri = rate_limit_storage_uri or settings.redis_url
+        built.redis = connect_redis(settings.redis_url)
         if ports.queue is None:
-            rq_queue = RqTryOnQueue(redis)
-            ports.queue, depth = rq_queue, rq_queue.depth
-        ports.verification_queue = ports.verification_queue or RqVerificationQueue(redis)
-        ports.verdicts = ports.verdicts or RedisVerdictBoard(redis)
-        checks["redis"] = RedisProbe(redis).check
+            rq_queue = rq_tryon_queue(built.redis)
+            ports.queue, built.queue_depth = rq_queue, rq_queue.depth
+        ports.verification_queue = ports.verification_queue or RqVerificationQueue(
+            built.redis, jobs.verify_upload
+        )
+        ports.verdicts = ports.verdicts or RedisVerdictBoard(built.redis)
+        built.checks["redis"] = RedisProbe(built.redis).check
     if ports.generator is None and settings.fal_api_key:
         ports.generator = FalQueueGenerator(
             api_key=settings.fal_api_key,
@@ -150,17 +230,19 @@ def bootstrap(
             model=settings.fal_model,
             result_hosts=settings.fal_result_hosts,
         )
-    return Services(
-        settings=settings,
-        scrubber=scrubber_for(settings),
-        authenticator=ports.authenticator or _authenticator(settings),
-        readiness_checks=checks if readiness_checks is None else readiness_checks,
+    services = _services(
+        settings,
+        ports,
+        built,
+        readiness_checks=built.checks if readiness_checks is None else readiness_checks,
         rate_limit_storage_uri=rate_limit_storage_uri or settings.redis_url,
-        end_request=end_request,
-        read_counts=counts,
-        queue_depth=depth,
-        **_domain(settings, ports),
     )
+    return services, built
+
+
+def rq_tryon_queue(connection: redis.Redis) -> RqTryOnQueue:
+    """The ``tryons`` queue, whose jobs run this service's job functions."""
+    return RqTryOnQueue(connection, TRYON_JOBS)
 
 
 def _s3(settings: Settings, ports: Adapters, checks: dict[str, ReadinessCheck]) -> None:
@@ -205,7 +287,14 @@ def _authenticator(settings: Settings) -> Authenticator:
     return session if settings.auth_mode == "session" else JwtOrSession(jwt=jwt, session=session)
 
 
-def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
+def _services(
+    settings: Settings,
+    ports: Adapters,
+    built: Infrastructure,
+    *,
+    readiness_checks: Mapping[str, ReadinessCheck],
+    rate_limit_storage_uri: str,
+) -> Services:
     assert ports.unit_of_work and ports.storage and ports.signer and ports.queue
     assert ports.results and ports.source_signer and ports.verification_queue and ports.verdicts
     clock, ids, unit_of_work = ports.clock or SystemClock(), ports.ids or RandomIds(), ports.unit_of_work
@@ -234,8 +323,16 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
         wait_seconds=settings.verify_wait_seconds,
     )
     expiry = SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock, queue=ports.queue)
-    return {
-        "sweeper": Sweeper(
+    return Services(
+        settings=settings,
+        scrubber=scrubber_for(settings),
+        authenticator=ports.authenticator or _authenticator(settings),
+        readiness_checks=readiness_checks,
+        rate_limit_storage_uri=rate_limit_storage_uri,
+        end_request=built.end_request,
+        read_counts=built.read_counts,
+        queue_depth=built.queue_depth,
+        sweeper=Sweeper(
             policy=SweepPolicy(processed_retention_days=settings.processed_retention_days),
             uploads=ports.storage,
             results=ports.results,
@@ -243,7 +340,7 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             unit_of_work=unit_of_work,
             clock=clock,
         ),
-        "upload_issuer": UploadIssuer(
+        upload_issuer=UploadIssuer(
             policy=UploadPolicy(
                 max_upload_bytes=settings.max_upload_bytes, url_ttl_seconds=settings.upload_url_ttl_seconds
             ),
@@ -252,7 +349,7 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             clock=clock,
             ids=ids,
         ),
-        "upload_completion": UploadCompletion(
+        upload_completion=UploadCompletion(
             policy=verification,
             storage=ports.storage,
             queue=ports.verification_queue,
@@ -260,7 +357,7 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             unit_of_work=unit_of_work,
             clock=clock,
         ),
-        "upload_verifier": UploadVerifier(
+        upload_verifier=UploadVerifier(
             policy=verification,
             verdicts=ports.verdicts,
             faces=FacePolicy(),
@@ -270,9 +367,9 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             unit_of_work=unit_of_work,
             clock=clock,
         ),
-        "face_detector": detector,
-        "sanitizer": sanitizer,
-        "tryon_desk": TryOnDesk(
+        face_detector=detector,
+        sanitizer=sanitizer,
+        tryon_desk=TryOnDesk(
             unit_of_work=unit_of_work,
             queue=ports.queue,
             results=ports.results,
@@ -282,9 +379,8 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
                 max_active=settings.max_active_tryons, daily_images=settings.daily_image_quota
             ),
         ),
-        "results": ports.results,
-        "source_expiry": expiry,
-        "user_data": UserData(
+        source_expiry=expiry,
+        user_data=UserData(
             uploads=ports.storage,
             results=ports.results,
             queue=ports.queue,
@@ -292,5 +388,73 @@ def _domain(settings: Settings, ports: Adapters) -> dict[str, Any]:
             clock=clock,
             source_retention_seconds=settings.source_retention_seconds,
         ),
-        "tryon_runner": runner,
-    }
+        tryon_runner=runner,
+    )
+
+
+# What the operators' commands run on: each opens what it needs and closes it when done.
+
+
+def schema_migrator(settings: Settings) -> Callable[[], list[str]]:
+    """``tryon migrate``: applies the pending migrations; returns their names ([] when up to date)."""
+
+    def migrate_schema() -> list[str]:
+        database = open_database(settings.database_url)
+        try:
+            return migrate(database)
+        finally:
+            database.close()
+
+    return migrate_schema
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    """``tryon provision``'s step for one bucket: ``ensure()`` creates and hardens it (idempotent); raises
+    StorageUnavailable when S3 refuses, ValueError for a configuration it will not apply."""
+
+    role: BucketRole
+    ensure: Callable[[], ProvisionReport] = field(repr=False)
+
+
+def bucket_plans(settings: Settings) -> tuple[BucketPlan, ...]:
+    provisioner = S3BucketProvisioner(
+        make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url),
+        region=settings.aws_region,
+        sse=settings.s3_sse,
+        kms_key_id=settings.s3_sse_kms_key_id,
+    )
+
+    def plan(role: BucketRole, bucket: str, cors_origins: tuple[str, ...]) -> BucketPlan:
+        ensure = partial(
+            provisioner.ensure_private_bucket,
+            bucket,
+            role=role,
+            processed_retention_days=settings.processed_retention_days,
+            cors_origins=cors_origins,
+        )
+        return BucketPlan(role=role, ensure=ensure)
+
+    return (
+        plan("uploads", settings.uploads_bucket, settings.cors_allowed_origins),
+        plan("processed", settings.processed_bucket, ()),
+    )
+
+
+@dataclass(frozen=True)
+class AuditTrail:
+    """``tryon audit export``: the audit log's events, and the scrubber every printed line goes through."""
+
+    events: Callable[[datetime | None, str | None], list[AuditEvent]] = field(repr=False)
+    scrub: Scrubber = field(repr=False)
+
+
+def audit_trail(settings: Settings) -> AuditTrail:
+    def events(since: datetime | None, user_id: str | None) -> list[AuditEvent]:
+        database = open_database(settings.database_url)
+        try:
+            return PeeweeAuditLog(database).events(since=since, user_id=user_id)
+        finally:
+            database.close()
+
+    return AuditTrail(events=events, scrub=scrubber_for(settings))

@@ -10,13 +10,9 @@ from entrypoints.settings import Settings, SettingsError
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from adapters.peewee_db import migrate, open_database
+    from entrypoints.bootstrap import schema_migrator
 
-    database = open_database(settings.database_url)
-    try:
-        applied = migrate(database)
-    finally:
-        database.close()
+    applied = schema_migrator(settings)()
     print(
         f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else " (up to date)")
     )
@@ -24,38 +20,21 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _provision(settings: Settings, _: argparse.Namespace) -> int:
-    from adapters.s3_provisioning import BucketRole, S3BucketProvisioner
-    from adapters.s3_storage import make_s3_client
     from domain.errors import StorageUnavailable
+    from entrypoints.bootstrap import bucket_plans
 
-    provisioner = S3BucketProvisioner(
-        make_s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url),
-        region=settings.aws_region,
-        sse=settings.s3_sse,
-        kms_key_id=settings.s3_sse_kms_key_id,
-    )
-    cors_origins: tuple[str, ...] = settings.cors_allowed_origins
-    buckets: tuple[tuple[BucketRole, str], ...] = (
-        ("uploads", settings.uploads_bucket),
-        ("processed", settings.processed_bucket),
-    )
-    for role, bucket in buckets:
+    for plan in bucket_plans(settings):
         try:
-            report = provisioner.ensure_private_bucket(
-                bucket,
-                role=role,
-                processed_retention_days=settings.processed_retention_days,
-                cors_origins=cors_origins if role == "uploads" else (),
-            )
+            report = plan.ensure()
         except StorageUnavailable as error:
             cause = error.__cause__
             code = getattr(cause, "response", {}).get("Error", {}).get("Code") or type(cause).__name__
-            print(f"tryon: {role} bucket: {error}: {code}", file=sys.stderr)
+            print(f"tryon: {plan.role} bucket: {error}: {code}", file=sys.stderr)
             return 1
         except ValueError as error:
             print(f"tryon: configuration refused: {error}", file=sys.stderr)
             return 2
-        print(f"{role} bucket: {report.summary()}")
+        print(f"{plan.role} bucket: {report.summary()}")
     return 0
 
 
@@ -88,9 +67,10 @@ def _sweep(settings: Settings, _: argparse.Namespace) -> int:
 
 def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
     from entrypoints.audit_export import ExportError, export_audit
+    from entrypoints.bootstrap import audit_trail
 
     try:
-        export_audit(settings, sys.stdout, since=args.since, user=args.user)
+        export_audit(audit_trail(settings), sys.stdout, since=args.since, user=args.user)
     except ExportError as error:
         print(f"tryon: {error}", file=sys.stderr)
         return 2
@@ -98,8 +78,19 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(_: Settings | None, args: argparse.Namespace) -> int:
-    from entrypoints.demo import run_demo
-
+    # The one production import of devtools/ (declared in setup.cfg's production-without-devtools contract):
+    # the walk-through lives with the stand-ins, which a production wheel does not ship.
+    try:
+        from devtools.demo import run_demo
+    except ModuleNotFoundError as error:
+        if error.name not in ("devtools", "devtools.demo"):
+            raise
+        print(
+            "tryon: the demo needs devtools/, which ships only in the source checkout: "
+            "run `make demo` from the repository",
+            file=sys.stderr,
+        )
+        return 2
     return run_demo()
 
 

@@ -1,14 +1,18 @@
-"""RQ job functions: module-level, ids only, each one short step. The worker installs the services."""
+"""RQ job functions: module-level, ids only, each one short step. The worker installs the services.
+
+Bootstrap hands these functions to the queue adapters, so it imports this module: this one imports
+bootstrap only where it needs it (typing, and a process that never installed its services).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from entrypoints.bootstrap import Services, bootstrap
+if TYPE_CHECKING:
+    from entrypoints.bootstrap import Services
 
 log = logging.getLogger(__name__)
-
-RECONCILE_EVERY_SECONDS = 30
 
 _services: Services | None = None
 
@@ -22,14 +26,14 @@ def install(services: Services) -> None:
 def services() -> Services:
     global _services  # noqa: PLW0603
     if _services is None:
+        from entrypoints.bootstrap import bootstrap  # noqa: PLC0415 - bootstrap imports this module
+
         _services = bootstrap()
     return _services
 
 
 def advance_tryon(tryon_id: str) -> None:
-    runner = services().tryon_runner
-    if runner is None:
-        raise RuntimeError("FAL_API_KEY is not set: this process cannot run try-ons")
+    runner = services().runner()
     try:
         runner.advance(tryon_id)
     finally:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 from domain.model import HARD_MAX_UPLOAD_BYTES, HARD_MAX_URL_TTL_SECONDS
 from domain.retention import SOURCE_RETENTION_SECONDS
+
+Number = TypeVar("Number", int, float)
+NUMBER_WORDS: dict[type, str] = {int: "a whole number", float: "a number"}
 
 
 class SettingsError(ValueError):
@@ -93,23 +98,16 @@ class Settings:
         def optional(name: str) -> str | None:
             return text(name) or None
 
-        def integer(name: str, default: int) -> int:
+        def parsed(name: str, default: Number, kind: type[Number]) -> Number:
             raw = text(name)
             if not raw:
                 return default
             try:
-                return int(raw)
+                return kind(raw)
             except ValueError:
-                raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+                raise SettingsError(f"{name} must be {NUMBER_WORDS[kind]}, got {raw!r}") from None
 
-        def number(name: str, default: float) -> float:
-            raw = text(name)
-            if not raw:
-                return default
-            try:
-                return float(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        integer, number = partial(parsed, kind=int), partial(parsed, kind=float)
 
         return cls(
             uploads_bucket=text("UPLOADS_BUCKET"),

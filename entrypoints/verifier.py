@@ -17,11 +17,10 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from adapters.redis_store import connect_redis
 from adapters.rq_queue import VERIFY_QUEUE
 from domain.errors import DependencyUnavailable
 from entrypoints import jobs
-from entrypoints.bootstrap import Services, bootstrap
+from entrypoints.bootstrap import Services, verifier_process
 from entrypoints.logs import configure_logging
 from entrypoints.settings import Settings
 from entrypoints.worker import MAINTENANCE_SECONDS, RESTART_PAUSE_SECONDS, pause
@@ -32,7 +31,8 @@ VERIFIER_WARM = "verifier warm: face model loaded"
 
 
 def run_verifier(settings: Settings, *, burst: bool = False) -> int:
-    services = bootstrap(settings)
+    process = verifier_process(settings)
+    services, connection = process.services, process.redis
     configure_logging(services.scrubber)
     jobs.install(services)
     start_sandbox = getattr(services.sanitizer, "start", None)
@@ -40,7 +40,6 @@ def run_verifier(settings: Settings, *, burst: bool = False) -> int:
         start_sandbox()
     services.face_detector.warm_up()
     log.info(VERIFIER_WARM)
-    connection = connect_redis(settings.redis_url)
     queue = Queue(VERIFY_QUEUE, connection=connection, serializer=JSONSerializer)
     while True:
         worker = VerifierWorker(services, [queue], connection=connection, serializer=JSONSerializer)

@@ -6,21 +6,21 @@ import logging
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import timedelta
 from types import FrameType
 from typing import Any
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, get_current_job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from adapters.redis_store import connect_redis
 from entrypoints import jobs
-from entrypoints.bootstrap import bootstrap
+from entrypoints.bootstrap import worker_process
 from entrypoints.logs import configure_logging
-from entrypoints.settings import Settings, SettingsError
+from entrypoints.settings import Settings
 
 QUEUE_NAMES = ("tryons", "maintenance")
 MAINTENANCE_SECONDS = 15
@@ -32,13 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:
-    if not settings.fal_api_key:
-        raise SettingsError("FAL_API_KEY is required by the worker")
-    services = bootstrap(settings)
-    configure_logging(services.scrubber)
-    jobs.install(services)
-    connection = connect_redis(settings.redis_url)
-    queues = [Queue(name, connection=connection, serializer=JSONSerializer) for name in QUEUE_NAMES]
+    """Raises SettingsError without FAL_API_KEY."""
+    process = worker_process(settings)
+    configure_logging(process.services.scrubber)
+    jobs.install(process.services)
+    queues = [Queue(name, connection=process.redis, serializer=JSONSerializer) for name in QUEUE_NAMES]
     log.info("worker starting", extra={"queues": list(QUEUE_NAMES), "burst": burst})
     previous: TryOnWorker | None = None
     while True:
@@ -120,13 +118,6 @@ def pause(seconds: float) -> bool:
             signal.signal(sig, handler)
 
 
-# Periodic maintenance, each a self-rescheduling job chain: (job id prefix, function, every N seconds).
-PERIODIC = {
-    "reconcile": ("tryon-reconciler-", "entrypoints.worker.reconcile_and_reschedule", 30),
-    "sweep": ("tryon-sweep-", "entrypoints.worker.sweep_and_reschedule", 600),
-}
-
-
 def schedule_periodic(queue: Queue) -> None:
     """Start each periodic chain unless one is already queued, scheduled or running (workers restart,
     and re-check every maintenance pass: chains must survive a Redis that came back empty, and must not
@@ -154,8 +145,18 @@ def sweep_and_reschedule() -> str:
 
 
 def _maintenance_queue() -> Queue:
-    connection = connect_redis(jobs.services().settings.redis_url)
-    return Queue(QUEUE_NAMES[1], connection=connection, serializer=JSONSerializer)
+    """The queue the running job came from, on the connection the worker took it with."""
+    job = get_current_job()
+    assert job is not None  # called only by the periodic jobs, while RQ runs them
+    return Queue(job.origin, connection=job.connection, serializer=JSONSerializer)
+
+
+# Periodic maintenance, each a self-rescheduling job chain: (job id prefix, function, every N seconds).
+# RQ stores each function's dotted path (entrypoints.worker.reconcile_and_reschedule, ...).
+PERIODIC: dict[str, tuple[str, Callable[[], object], int]] = {
+    "reconcile": ("tryon-reconciler-", reconcile_and_reschedule, 30),
+    "sweep": ("tryon-sweep-", sweep_and_reschedule, 600),
+}
 
 
 def _enqueue(name: str, queue: Queue, *, now: bool = False) -> None:

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from entrypoints.local_stack import LocalProcess, LocalServiceError, answers_ok, free_port, wait_until
+from devtools.local_stack import LocalProcess, LocalServiceError, answers_ok, free_port, wait_until
 from tests import leaks
 
 SERVER_DIR = Path(__file__).resolve().parent / "better_auth"

@@ -17,8 +17,8 @@ import pytest
 
 from adapters.s3_provisioning import S3BucketProvisioner
 from adapters.s3_storage import make_s3_client
-from entrypoints.dev_issuer import DevJwtIssuer
-from entrypoints.local_stack import EMULATOR_CREDENTIALS, redis_answers, start_ministack, start_redis
+from devtools.dev_issuer import DevJwtIssuer
+from devtools.local_stack import EMULATOR_CREDENTIALS, redis_answers, start_ministack, start_redis
 from tests import leaks
 from tests.integration.test_peewee_repositories import POSTGRES_URL
 

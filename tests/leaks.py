@@ -39,8 +39,8 @@ import psycopg2.sql
 import pytest
 import redis
 
+from devtools.fal_simulator import DEFAULT_KEY
 from domain.scrubbing import REDACTED, Scrubber
-from entrypoints.fal_simulator import DEFAULT_KEY
 from entrypoints.logs import JsonFormatter
 
 Kind = Literal["log", "row", "redis"]
@@ -310,7 +310,7 @@ def scan(haystacks: Iterable[Haystack], needles: Sequence[Needle]) -> list[Findi
 
 TAP_LEVEL = logging.INFO
 #: Loggers of the emulators that run in process: the remote side, not ours.
-EMULATOR_LOGGERS = ("entrypoints.fal_simulator", "entrypoints.dev_issuer")
+EMULATOR_LOGGERS = ("devtools.fal_simulator", "devtools.dev_issuer")
 #: Directories of the emulators' own logs and state under the basetemp (tests/conftest.py,
 #: tests/better_auth_server.py, tests/integration/test_*): the remote side, not ours.
 EMULATOR_DIRS = re.compile(r"^(ministack|better-auth)")

@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from domain.errors import DomainError
 from entrypoints.bootstrap import Services, bootstrap
 from entrypoints.http import docs, metrics, ops, tryons, uploads, user_data
+from entrypoints.http.context import install, services_of
 from entrypoints.http.json_bodies import refuse_deeply_nested_json
 from entrypoints.http.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -61,7 +62,7 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
         OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
     )
-    app.extensions["tryon"] = services
+    install(app, services)
 
     install_request_logging(app)
     app.before_request(authenticate_request)
@@ -84,7 +85,7 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
 def warm_up(app: Any) -> bool:
     """Open what the first request would (database pool, Redis, S3 clients) before this process takes
     traffic; False for an app that is not ours. The web never loads the face model: the verifier does."""
-    services = getattr(app, "extensions", {}).get("tryon")
+    services = services_of(app)
     if services is None:
         return False
     try:

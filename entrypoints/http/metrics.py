@@ -15,7 +15,7 @@ import hmac
 import statistics
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from adapters.peewee_db import Counts
 from domain.errors import DependencyUnavailable
 from entrypoints.bootstrap import Services
+from entrypoints.http.context import services
 
 blp = Blueprint("metrics", __name__)
 
@@ -108,8 +109,8 @@ def bearer_matches(expected: str | None) -> bool:
 
 @blp.route("/metrics")
 def metrics() -> Response:
-    if not bearer_matches(current_app.extensions["tryon"].settings.metrics_token):
+    if not bearer_matches(services().settings.metrics_token):
         abort(404)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(current_app.extensions["tryon"]))
+    registry.register(ServiceCollector(services()))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from domain.errors import DependencyUnavailable
+from entrypoints.http.context import services
 from entrypoints.http.problems import documents_problem, problem
 
 blp = Blueprint("ops", __name__, description="Health and readiness")
@@ -31,7 +31,7 @@ class Readiness(MethodView):
     def get(self) -> Any:
         """The database, Redis and object storage all answer."""
         checks: dict[str, str] = {}
-        for name, check in current_app.extensions["tryon"].readiness_checks.items():
+        for name, check in services().readiness_checks.items():
             try:
                 check()
                 checks[name] = "ok"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+from flask import g, request
 
 from domain.errors import Unauthenticated
 from domain.model import Credentials
 from domain.ports import Authenticator
+from entrypoints.http.context import services
 
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/docs")
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 
 
@@ -23,7 +23,7 @@ def authenticate_request() -> None:
     """Sets ``g.user_id`` for protected endpoints; unknown routes fall through to 404/405."""
     if request.endpoint is None or not request.path.startswith("/v1/"):
         return
-    authenticator: Authenticator = current_app.extensions["tryon"].authenticator
+    authenticator: Authenticator = services().authenticator
     credentials = credentials_from_request()
     if credentials.bearer is None and not credentials.cookies:
         raise Unauthenticated("an Authorization: Bearer token is required")

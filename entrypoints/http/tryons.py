@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from domain.tryons import TryOnOrder
+from entrypoints.http.context import services
 from entrypoints.http.problems import documents_problem
 from entrypoints.http.security import current_user_id
 from entrypoints.http.tryon_schemas import (
@@ -20,10 +21,6 @@ from entrypoints.http.tryon_schemas import (
 )
 
 blp = Blueprint("tryons", __name__, url_prefix="/v1", description="AI hairstyle try-ons")
-
-
-def _desk() -> Any:
-    return current_app.extensions["tryon"].tryon_desk
 
 
 @blp.route("/tryons")
@@ -49,7 +46,7 @@ class TryOns(MethodView):
     def post(self, headers: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """Ask for a try-on of a verified selfie; follow it with GET /v1/tryons/{tryon_id}."""
         order = TryOnOrder(body["upload_id"], body["style_prompt"], body["num_images"], body["output_format"])
-        tryon = _desk().order(current_user_id(), order, headers["idempotency_key"])
+        tryon = services().tryon_desk.order(current_user_id(), order, headers["idempotency_key"])
         return {"tryon_id": tryon.tryon_id, "status": tryon.status.value}
 
 
@@ -61,7 +58,7 @@ class TryOnById(MethodView):
     @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
     def get(self, tryon_id: str) -> dict[str, Any]:
         """The try-on's progress, its error if it failed, and its results once it succeeded."""
-        tryon, results = _desk().look_up(current_user_id(), tryon_id)
+        tryon, results = services().tryon_desk.look_up(current_user_id(), tryon_id)
         return {
             "tryon_id": tryon.tryon_id,
             "upload_id": tryon.upload_id,
@@ -91,7 +88,7 @@ class ResultImage(MethodView):
     @documents_problem(blp, 503, "database_unavailable | storage_unavailable | auth_unavailable (retryable)")
     def get(self, result_id: str) -> Response:
         """The generated image, to its owner only (Cache-Control: no-store: no cache keeps a copy)."""
-        result, data = _desk().result_image(current_user_id(), result_id)
+        result, data = services().tryon_desk.result_image(current_user_id(), result_id)
         response = Response(data, mimetype=result.content_type)
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, jsonify
+from flask import Response, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from domain.model import Upload, UploadRequest, UploadStatus
+from entrypoints.http.context import services
 from entrypoints.http.problems import documents_problem
 from entrypoints.http.schemas import (
     CompleteUploadSchema,
@@ -42,7 +43,7 @@ class Uploads(MethodView):
         The client PUTs the bytes to ``url`` with exactly ``headers``. S3 enforces the lifetime, type,
         length, checksum, encryption and single use (a second PUT gets 412).
         """
-        issued = current_app.extensions["tryon"].upload_issuer.issue(
+        issued = services().upload_issuer.issue(
             current_user_id(),
             UploadRequest(
                 content_type=body["content_type"],
@@ -94,9 +95,7 @@ class CompleteUpload(MethodView):
         VERIFY_WAIT_SECONDS for the verdict: 200 or a refusal as soon as it is known, else 202 (follow
         GET /v1/uploads/{upload_id}). Completing a settled upload again returns the same answer.
         """
-        upload = current_app.extensions["tryon"].upload_completion.complete(
-            current_user_id(), upload_id, body["object_key"]
-        )
+        upload = services().upload_completion.complete(current_user_id(), upload_id, body["object_key"])
         if upload.status is not UploadStatus.VERIFIED:
             return _still_verifying(upload)
         return _verified_fields(upload)
@@ -111,9 +110,7 @@ class UploadState(MethodView):
     def get(self, upload_id: str) -> dict[str, Any]:
         """The upload's state: issued, verifying, verified (with the stored image's fields), rejected (with
         the reason in ``error``), deleted or expired."""
-        upload: Upload = current_app.extensions["tryon"].upload_completion.look_up(
-            current_user_id(), upload_id
-        )
+        upload: Upload = services().upload_completion.look_up(current_user_id(), upload_id)
         if upload.status is UploadStatus.VERIFIED and upload.stored is not None:
             return {**_verified_fields(upload), "error": None}
         error = None

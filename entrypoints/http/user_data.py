@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from entrypoints.http.context import services
 from entrypoints.http.problems import documents_problem
 from entrypoints.http.security import current_user_id
 
 blp = Blueprint("user_data", __name__, url_prefix="/v1", description="Favourites and deletion")
-
-
-def _user_data() -> Any:
-    return current_app.extensions["tryon"].user_data
 
 
 def _no_content() -> Response:
@@ -31,7 +28,7 @@ class Favorite(MethodView):
     @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
     def put(self, result_id: str) -> Response:
         """Keep this result (and the selfie it was made from) until you unfavourite or delete it."""
-        _user_data().favorite(current_user_id(), result_id, True)
+        services().user_data.favorite(current_user_id(), result_id, True)
         return _no_content()
 
     @blp.response(204)
@@ -41,7 +38,7 @@ class Favorite(MethodView):
     @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
     def delete(self, result_id: str) -> Response:
         """Let this result expire again with the normal retention."""
-        _user_data().favorite(current_user_id(), result_id, False)
+        services().user_data.favorite(current_user_id(), result_id, False)
         return _no_content()
 
 
@@ -59,7 +56,7 @@ class UploadById(MethodView):
     )
     def delete(self, upload_id: str) -> Response:
         """Delete the selfie now, with its results except favourites."""
-        _user_data().delete_upload(current_user_id(), upload_id)
+        services().user_data.delete_upload(current_user_id(), upload_id)
         return _no_content()
 
 
@@ -71,7 +68,7 @@ class MyData(MethodView):
     @documents_problem(blp, 503, "storage_unavailable | database_unavailable | auth_unavailable (retryable)")
     def delete(self) -> dict[str, Any]:
         """Erase every object and record of yours; the audit trail keeps ids and events, no image data."""
-        erased = _user_data().erase(current_user_id())
+        erased = services().user_data.erase(current_user_id())
         return {
             "status": "erased",
             "uploads": erased.uploads,

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from adapters.peewee_db import MIGRATIONS, PeeweeAuditLog, open_database
+from devtools.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
 from domain.model import AuditEvent
-from entrypoints.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
 from tests import leaks
 
 pytestmark = pytest.mark.e2e

@@ -53,9 +53,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from adapters.s3_storage import make_s3_client
-from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, start_redis
 from entrypoints.http.app import WORKER_WARM
-from entrypoints.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, start_redis
 from tests import hostile, leaks
 from tests.conftest import provisioned_buckets
 from tests.integration.test_peewee_repositories import migrated_postgres_schema

@@ -22,9 +22,9 @@ from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import AuditRow, ResultRow, open_database
 from adapters.peewee_db.database import execute_sql
 from adapters.s3_storage import make_s3_client
-from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.local_stack import EMULATOR_CREDENTIALS
 from entrypoints.http.app import create_app
-from entrypoints.local_stack import EMULATOR_CREDENTIALS
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
 from tests import hostile, leaks

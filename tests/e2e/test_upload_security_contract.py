@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 
 from adapters.peewee_db import AuditRow, UploadRow
 from adapters.s3_storage import make_s3_client
-from entrypoints.dev_issuer import DevJwtIssuer
+from devtools.dev_issuer import DevJwtIssuer
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.inline import bootstrap_verifying_inline

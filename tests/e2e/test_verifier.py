@@ -20,7 +20,7 @@ from PIL import Image
 
 from adapters.peewee_db import AuditRow, open_database
 from adapters.s3_storage import make_s3_client
-from entrypoints.local_stack import EMULATOR_CREDENTIALS, LocalProcess, start_gunicorn, wait_until
+from devtools.local_stack import EMULATOR_CREDENTIALS, LocalProcess, start_gunicorn, wait_until
 from entrypoints.verifier import VERIFIER_WARM
 from tests import decoding_bombs, hostile, leaks
 from tests.e2e.test_upload_security_contract import put

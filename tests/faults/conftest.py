@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from adapters.mtcnn_faces import MtcnnFaceDetector
-from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
-from entrypoints.local_stack import start_redis
+from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.local_stack import start_redis
 from entrypoints.settings import Settings
 from tests import leaks
 from tests.conftest import provisioned_buckets

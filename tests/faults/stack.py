@@ -17,9 +17,9 @@ from flask.testing import FlaskClient
 
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.s3_storage import make_s3_client
+from devtools.fal_simulator import FalSimulator
 from domain.model import UploadStatus
 from domain.ports import FaceDetector
-from entrypoints.fal_simulator import FalSimulator
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.e2e.test_tryons_end_to_end import environment

@@ -19,8 +19,8 @@ import requests
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from devtools.local_stack import start_gunicorn
 from domain.model import DetectedFace, Pixels
-from entrypoints.local_stack import start_gunicorn
 from tests import hostile
 from tests.e2e.test_tryons_end_to_end import Workers, order, settled, verified_upload
 from tests.e2e.test_upload_security_contract import put

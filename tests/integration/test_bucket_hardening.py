@@ -29,10 +29,10 @@ from adapters.s3_provisioning import (
     S3BucketProvisioner,
 )
 from adapters.s3_storage import S3PrivateObjects, S3UploadUrlSigner, make_s3_client
+from devtools.local_stack import EMULATOR_CREDENTIALS, start_ministack
 from domain.errors import StorageUnavailable
 from domain.model import UploadRequest
 from entrypoints import cli
-from entrypoints.local_stack import EMULATOR_CREDENTIALS, start_ministack
 from entrypoints.settings import Settings
 from tests.conftest import new_bucket_name
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image, ImageChops, ImageStat
 
-from entrypoints.fal_simulator import Counts, FalSimulator
+from devtools.fal_simulator import Counts, FalSimulator
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
+from devtools.dev_issuer import DevJwtIssuer, public_jwk
 from domain.errors import AuthUnavailable, Unauthenticated
 from domain.model import Credentials
-from entrypoints.dev_issuer import DevJwtIssuer, public_jwk
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 
 from adapters.redis_store import RedisVerdictBoard, connect_redis
 from adapters.rq_queue import VERIFY_QUEUE, RqVerificationQueue, verification_job_id
+from entrypoints import jobs
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def test_waiters_beyond_the_cap_are_answered_at_once(board: RedisVerdictBoard) -
 
 def test_handing_the_same_upload_off_twice_keeps_one_job_record(redis_url: str) -> None:
     connection = connect_redis(redis_url)
-    queue = RqVerificationQueue(connection)
+    queue = RqVerificationQueue(connection, jobs.verify_upload)
     upload_id = secrets.token_hex(8)
 
     queue.verify_soon(upload_id)

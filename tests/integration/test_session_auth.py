@@ -19,10 +19,10 @@ from urllib.parse import quote
 import pytest
 
 from adapters.better_auth_session import BetterAuthSessionAuthenticator
+from devtools.background_server import serve_in_background, shut_down
 from domain.auth import JwtOrSession
 from domain.errors import AuthUnavailable, Unauthenticated
 from domain.model import Credentials
-from entrypoints.background_server import serve_in_background, shut_down
 from tests.fakes import FakeAuthenticator
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from devtools.fal_simulator import DEFAULT_KEY
+from devtools.local_stack import start_redis
 from domain.scrubbing import REDACTED, Scrubber
-from entrypoints.fal_simulator import DEFAULT_KEY
-from entrypoints.local_stack import start_redis
 from tests import leaks
 from tests.conftest import new_bucket_name
 from tests.integration.test_peewee_repositories import _postgres_admin

@@ -20,7 +20,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from entrypoints.background_server import serve_in_background, shut_down
+from devtools.background_server import serve_in_background, shut_down
 
 JWKS_PATH = "/api/auth/jwks"
 

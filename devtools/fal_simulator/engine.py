@@ -12,8 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Any
 
-from entrypoints.fal_simulator.faults import Faults
-from entrypoints.fal_simulator.jobs import (
+from devtools.fal_simulator.faults import Faults
+from devtools.fal_simulator.jobs import (
     CANCELLED,
     CONTENT_TYPES,
     DEFAULT_OUTPUT_FORMAT,

@@ -22,10 +22,9 @@ from typing import Any
 import requests
 
 from adapters.s3_storage import make_s3_client
-from domain.scrubbing import Scrubber
-from entrypoints.dev_issuer import DevJwtIssuer
-from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
-from entrypoints.local_stack import (
+from devtools.dev_issuer import DevJwtIssuer
+from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.local_stack import (
     EMULATOR_CREDENTIALS,
     redis_answers,
     start_gunicorn,
@@ -33,6 +32,7 @@ from entrypoints.local_stack import (
     start_redis,
     start_verifier,
 )
+from domain.scrubbing import Scrubber
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SELFIE = ROOT / "samples" / "selfie.jpg"

@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from typing import Literal, get_args
 
-from entrypoints.fal_simulator.jobs import Reply, infrastructure_error
+from devtools.fal_simulator.jobs import Reply, infrastructure_error
 
 JobFault = Literal["content_policy_violation", "file_download_error", "completed_with_error"]
 JOB_FAULTS: tuple[str, ...] = get_args(JobFault)

@@ -19,10 +19,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from entrypoints.background_server import serve_in_background, shut_down
-from entrypoints.fal_simulator.engine import Counts, Engine
-from entrypoints.fal_simulator.faults import JobFault
-from entrypoints.fal_simulator.jobs import Reply
+from devtools.background_server import serve_in_background, shut_down
+from devtools.fal_simulator.engine import Counts, Engine
+from devtools.fal_simulator.faults import JobFault
+from devtools.fal_simulator.jobs import Reply
 
 DEFAULT_KEY = "fal-simulator-key"
 MAX_BODY_BYTES = 1024 * 1024
