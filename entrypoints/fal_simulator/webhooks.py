@@ -209,6 +209,8 @@ class Webhooks:
         data = json.dumps(send.body).encode()
         delays = self.retry_delays if send.retried else ()
         for attempt in range(1, len(delays) + 2):
+            if self._gone(generation):
+                return False
             headers = sign(send.key, request_id, data, int(time.time()) - send.age_seconds)
             headers["Content-Type"] = "application/json"
             try:
@@ -229,8 +231,10 @@ class Webhooks:
                 self._changed.notify_all()
             if answered is not None and 200 <= answered < 300:
                 return True
-            if attempt > len(delays) or self._pause(delays[attempt - 1], generation):
-                return not self._stopping.is_set()
+            if attempt > len(delays):
+                return True  # given up, as fal gives up after its last retry
+            if self._pause(delays[attempt - 1], generation):
+                return False
         return True
 
     def _pause(self, seconds: float, generation: int) -> bool:
