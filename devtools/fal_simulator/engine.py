@@ -32,6 +32,8 @@ from devtools.fal_simulator.jobs import (
     validation_errors,
 )
 
+from .webhooks import Webhooks  # relative: survives the package's move to devtools/
+
 MAX_FILE_BYTES = 256 * 1024 * 1024
 NOT_FOUND = Reply(404, {"detail": "Request not found"})
 Output = tuple[bytes, int, int]
@@ -70,6 +72,7 @@ class Engine:
         self.sequence = 0
         self.threads: dict[threading.Thread, Job] = {}  # the live jobs, each with its thread
         self.stopping = threading.Event()
+        self.webhooks = Webhooks(self.stopping)
 
     def count(self, name: str) -> None:
         with self.lock:
@@ -77,6 +80,7 @@ class Engine:
 
     def reset(self) -> None:
         self.faults.clear()
+        self.webhooks.reset()
         with self.lock:
             live = list(self.threads.values())
             for job in live:
@@ -92,6 +96,7 @@ class Engine:
     def stop(self) -> None:
         """Wake every job so its thread ends; a thread stuck in a download is a daemon and left behind."""
         self.stopping.set()
+        self.webhooks.wake()
         with self.lock:
             live = dict(self.threads)
         for job in live.values():
@@ -102,7 +107,7 @@ class Engine:
 
     # -- the queue API ----------------------------------------------------------------------------------
 
-    def submit(self, app: str, headers: dict[str, str], body: bytes) -> Reply:
+    def submit(self, app: str, headers: dict[str, str], body: bytes, webhook_url: str | None = None) -> Reply:
         self.count("submissions")
         if stall := self.faults.next_stall():
             time.sleep(stall)  # a queue that accepts the connection and answers too late
@@ -138,6 +143,8 @@ class Engine:
                 output_ttl=_lifecycle_ttl(headers.get("x-fal-object-lifecycle-preference")),
             )
             self.jobs[job.request_id] = job
+            if webhook_url:
+                self.webhooks.expect(job.request_id, webhook_url)
             position = self._position(job)
             name = f"fal-simulator-job {self.base_url}"
             worker = threading.Thread(target=self._run, args=(job,), name=name, daemon=True)
@@ -248,6 +255,8 @@ class Engine:
         finally:
             with self.lock:
                 self.threads.pop(threading.current_thread(), None)
+            if job.state is JobState.COMPLETED:
+                self.webhooks.finished(job)  # POSTs in this thread, if the job asked for a webhook
 
     def _interrupted(self, job: Job, until: float) -> bool:
         """Sleep until ``until`` unless woken; True when the simulator stops or the job was cancelled."""

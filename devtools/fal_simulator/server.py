@@ -24,6 +24,8 @@ from devtools.fal_simulator.engine import Counts, Engine
 from devtools.fal_simulator.faults import JobFault
 from devtools.fal_simulator.jobs import Reply
 
+from .webhooks import JWKS_PATH, WebhookDelivery, WebhookFault  # relative: survives the move to devtools/
+
 DEFAULT_KEY = "fal-simulator-key"
 MAX_BODY_BYTES = 1024 * 1024
 MAX_SEEN_REQUESTS = 1000
@@ -96,6 +98,23 @@ class FalSimulator:
     def stall_next_submits(self, seconds: float, count: int = 1) -> None:
         """The next ``count`` submissions are answered only after ``seconds`` (clients should time out)."""
         self._engine.faults.stall_next_submits(seconds, count)
+
+    def fail_next_webhooks(self, kind: WebhookFault, count: int = 1) -> None:
+        """The next ``count`` jobs submitted with ``?fal_webhook=`` get this delivery fault."""
+        self._engine.webhooks.fail_next(kind, count)
+
+    def set_webhook_late_seconds(self, seconds: float) -> None:
+        """How long a "late" delivery waits after its job completed."""
+        self._engine.webhooks.late_seconds = seconds
+
+    def webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every webhook POST attempt so far, in the order they were answered."""
+        return self._engine.webhooks.deliveries()
+
+    @property
+    def jwks_url(self) -> str:
+        """Where the public key that signs the simulator's webhooks is published (no key needed)."""
+        return self.base_url + JWKS_PATH
 
     def set_queue_seconds(self, seconds: float) -> None:
         """How long jobs submitted from now on wait IN_QUEUE."""
@@ -199,13 +218,16 @@ class FalSimulator:
                 _send(request, Reply(404, {"detail": "File not found"}))
             else:
                 _send(request, Reply(200, stored.data), stored.content_type)
+        elif method == "GET" and url.path == JWKS_PATH:
+            _send(request, Reply(200, self._engine.webhooks.signer.jwks()))
         elif not matched:
             detail = "No authorization header" if matched is None else "Invalid Key authorization"
             _send(request, Reply(401, {"detail": detail}))
         elif len(parts) >= 4 and parts[2] == "requests":
             _send(request, self._request_route(method, "/".join(parts[:2]), parts[3], parts[4:], url.query))
         elif method == "POST" and len(parts) >= 2:
-            _send(request, self._engine.submit("/".join(parts[:2]), headers, body))
+            webhook = parse_qs(url.query).get("fal_webhook", [None])[0]
+            _send(request, self._engine.submit("/".join(parts[:2]), headers, body, webhook))
         else:
             _send(request, Reply(404, {"detail": "Not Found"}))
 
