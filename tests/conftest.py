@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.s3_provisioning import S3BucketProvisioner
-from adapters.s3_storage import make_s3_client
 from entrypoints.dev_issuer import DevJwtIssuer
 from entrypoints.local_stack import EMULATOR_CREDENTIALS, redis_answers, start_ministack, start_redis
 from tests import leaks
-from tests.integration.test_peewee_repositories import POSTGRES_URL
+from tests.builders.databases import POSTGRES_URL
+from tests.builders.stack import provisioned_buckets
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 LEAK_REPORT = pytest.StashKey[leaks.Report]()
@@ -87,25 +86,16 @@ def dev_issuer() -> Iterator[DevJwtIssuer]:
         yield issuer
 
 
-def new_bucket_name(role: str) -> str:
-    return f"hf-{role}-{secrets.token_hex(4)}"
+@pytest.fixture
+def auth(dev_issuer: DevJwtIssuer) -> dict[str, str]:
+    """The headers of a new user, with a bearer token from the dev issuer."""
+    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
 
 
 @pytest.fixture
 def buckets(ministack_url: str) -> tuple[str, str]:
     """A fresh, provisioned (private, encrypted) uploads/processed pair per test."""
     return provisioned_buckets(ministack_url)
-
-
-def provisioned_buckets(ministack_url: str) -> tuple[str, str]:
-    """A new uploads/processed pair on the emulator, private and encrypted as `tryon provision` makes them."""
-    provisioner = S3BucketProvisioner(
-        make_s3_client(region="us-east-1", endpoint_url=ministack_url), region="us-east-1"
-    )
-    pair = (new_bucket_name("uploads"), new_bucket_name("processed"))
-    for bucket in pair:
-        provisioner.ensure_private_bucket(bucket)
-    return pair
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
-"""Shared e2e fixtures: Settings for the real adapters, on a migrated per-test SQLite database."""
+"""Shared e2e fixtures: Settings for the real adapters on a migrated per-test SQLite database, a user's
+bearer token, and the face model."""
 
 from __future__ import annotations
 
 import pytest
 
+from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import migrate, open_database
 from entrypoints.settings import Settings
+from tests.builders.stack import stack_settings
 
 
 @pytest.fixture
@@ -13,16 +16,17 @@ def settings(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> Setti
     database = open_database(sqlite_url)
     migrate(database)
     database.close()
-    return Settings(
-        uploads_bucket=buckets[0],
-        processed_bucket=buckets[1],
+    return stack_settings(
+        buckets,
         better_auth_url=dev_issuer.base_url,
         database_url=sqlite_url,
         redis_url=redis_url,
         s3_endpoint_url=ministack_url,
-        rate_limit_uploads="1000/minute",
-        rate_limit_tryons="1000/minute",
-        rate_limit_mutations="1000/minute",
-        max_active_tryons=1000,
-        daily_image_quota=100_000,
     )
+
+
+@pytest.fixture(scope="module")
+def detector() -> MtcnnFaceDetector:
+    detector = MtcnnFaceDetector()
+    detector.warm_up()
+    return detector

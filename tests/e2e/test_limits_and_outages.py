@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import replace
 
 import pytest
@@ -16,11 +15,6 @@ pytestmark = pytest.mark.e2e
 
 JPEG = {"content_type": "image/jpeg", "content_length": 1000}
 NOTHING_LISTENS = "127.0.0.1:9"
-
-
-@pytest.fixture
-def auth(dev_issuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
 
 
 def web(settings: Settings):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,10 @@ from adapters.s3_storage import make_s3_client
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests import hostile
-from tests.e2e.test_upload_security_contract import put
+from tests.builders.stack import put
 from tests.inline import bootstrap_verifying_inline
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def detector() -> Iterator[MtcnnFaceDetector]:
-    detector = MtcnnFaceDetector()
-    detector.warm_up()
-    yield detector
 
 
 @pytest.fixture
@@ -33,11 +25,6 @@ def client(settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
     return create_app(
         bootstrap_verifying_inline(settings, detector=detector), configure_logs=False
     ).test_client()
-
-
-@pytest.fixture
-def auth(dev_issuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
 
 
 def uploaded(

@@ -23,7 +23,7 @@ from adapters.s3_storage import make_s3_client
 from entrypoints.local_stack import EMULATOR_CREDENTIALS, LocalProcess, start_gunicorn, wait_until
 from entrypoints.verifier import VERIFIER_WARM
 from tests import decoding_bombs, hostile, leaks
-from tests.e2e.test_upload_security_contract import put
+from tests.builders.stack import put
 
 pytestmark = pytest.mark.e2e
 
@@ -104,11 +104,6 @@ def verifier(env: dict[str, str], tmp_path: Path) -> Iterator[Verifier]:
     yield process
     process.kill()
     leaks.keep_output("the verifier's output", process.log())
-
-
-@pytest.fixture
-def auth(dev_issuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{os.urandom(6).hex()}')}"}
 
 
 def uploaded(web: str, auth: dict[str, str], image: str = "one_face.jpg") -> dict[str, Any]:

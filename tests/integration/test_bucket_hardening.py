@@ -34,7 +34,7 @@ from domain.model import UploadRequest
 from entrypoints import cli
 from entrypoints.local_stack import EMULATOR_CREDENTIALS, start_ministack
 from entrypoints.settings import Settings
-from tests.conftest import new_bucket_name
+from tests.builders.stack import new_bucket_name
 
 pytestmark = pytest.mark.integration
 

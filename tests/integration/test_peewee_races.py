@@ -14,8 +14,8 @@ from adapters.peewee_db import PeeweeUnitOfWork, PeeweeUploadRepository
 from domain.errors import LimitExceeded
 from domain.model import StoredImage, UploadStatus
 from domain.tryons import TryOn, TryOnDesk, TryOnLimits, TryOnOrder, TryOnResult, TryOnStatus
+from tests.builders.databases import T0, Backend, an_intent
 from tests.fakes import FakeResultStorage, FakeTryOnQueue, FixedClock, SequentialIds
-from tests.integration.test_peewee_repositories import T0, Backend, an_intent
 
 pytestmark = pytest.mark.integration
 

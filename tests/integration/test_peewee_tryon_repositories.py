@@ -17,7 +17,7 @@ from adapters.peewee_db import (
 from domain.generation import Submission
 from domain.model import UploadStatus
 from domain.tryons import TryOn, TryOnError, TryOnResult, TryOnStatus
-from tests.integration.test_peewee_repositories import T0, an_intent
+from tests.builders.databases import T0, an_intent
 
 pytestmark = pytest.mark.integration
 

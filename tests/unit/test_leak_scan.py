@@ -26,8 +26,8 @@ from domain.scrubbing import REDACTED, Scrubber
 from entrypoints.fal_simulator import DEFAULT_KEY
 from entrypoints.local_stack import start_redis
 from tests import leaks
-from tests.conftest import new_bucket_name
-from tests.integration.test_peewee_repositories import _postgres_admin
+from tests.builders.databases import postgres_admin
+from tests.builders.stack import new_bucket_name
 
 TESTS = Path(__file__).resolve().parents[1]
 SIGNATURE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -115,7 +115,7 @@ def test_a_secret_planted_in_a_sqlite_row_is_found_but_not_in_an_emulators_direc
 def test_a_secret_planted_in_a_postgres_row_is_found_before_the_schema_is_dropped():
     secret = f"planted-{secrets.token_hex(16)}"  # only this test looks for it
     schema = f"leak_scan_{secrets.token_hex(6)}"
-    admin = _postgres_admin()
+    admin = postgres_admin()
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE SCHEMA "{schema}"')

@@ -18,6 +18,7 @@ from domain.retention import SourceExpiry
 from domain.sweeper import Sweeper, SweepPolicy
 from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder, TryOnStatus
 from domain.verification import UploadVerifier, VerificationPolicy
+from tests.builders.worlds import DataWorld
 from tests.fakes import (
     FakeImageSanitizer,
     FakeObject,
@@ -26,7 +27,6 @@ from tests.fakes import (
     FakeVerificationQueue,
     SequentialIds,
 )
-from tests.unit.test_user_data import DataWorld
 
 IMAGE = b"IMG" + b"x" * 997
 
