@@ -2,8 +2,10 @@
 
 Nothing is skipped for want of a service: a missing one fails the run with a message saying why.
 
-After the whole suite, the leak scan (tests/leaks.py) looks for signed URLs, bearer tokens, fal keys and
-bucket names in every log line, database row and Redis value the run left; any finding fails the run.
+After a run that includes tests with real dependencies (integration, e2e, faults), the leak scan
+(tests/leaks.py) looks for signed URLs, bearer tokens, fal keys and bucket names in every log line, database
+row and Redis value those tests left; any finding fails the run. The unit tier (fakes, no I/O: see
+tests/unit/conftest.py) is not watched, and a run of the unit tier alone starts no scan at all.
 """
 
 from __future__ import annotations
@@ -25,12 +27,18 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 LEAK_REPORT = pytest.StashKey[leaks.Report]()
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    leaks.start_session(session.config)
+UNIT_TIER = Path(__file__).parent / "unit"
+UNWATCHED: set[str] = set()  # the node ids of this run's unit tests
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    UNWATCHED.update(item.nodeid for item in session.items if UNIT_TIER in item.path.parents)
+    if not session.config.option.collectonly and len(UNWATCHED) < len(session.items):
+        leaks.start_session(session.config)
 
 
 def pytest_runtest_logstart(nodeid: str) -> None:
-    leaks.on_test_start(nodeid)
+    leaks.on_test_start(nodeid, watched=nodeid not in UNWATCHED)
 
 
 def pytest_runtest_logfinish() -> None:

@@ -29,6 +29,8 @@ from tests import leaks
 from tests.builders.databases import postgres_admin
 from tests.builders.stack import new_bucket_name
 
+pytestmark = pytest.mark.integration
+
 TESTS = Path(__file__).resolve().parents[1]
 SIGNATURE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 SIGNED_URL = (
@@ -160,7 +162,7 @@ def test_a_secret_planted_in_redis_is_found_even_compressed_or_base64_encoded():
 
 def test_a_secret_planted_in_a_log_record_is_found_after_the_generic_scrubbing(outside):
     tap = leaks.LogTap(outside / "in-process.log")
-    planted = logging.getLogger("tests.unit.test_leak_scan.planted")
+    planted = logging.getLogger("tests.integration.test_leak_scan.planted")
     planted.propagate = False  # the session's own tap must not see it
     planted.addHandler(tap)
     try:
@@ -180,7 +182,7 @@ def test_a_secret_planted_in_a_log_record_is_found_after_the_generic_scrubbing(o
 def test_the_tap_sees_info_records_that_tests_do_not_see_through_caplog(caplog):
     path = leaks.tap_path()
     assert path is not None, "the session tap is installed by tests/conftest.py"
-    probe, root = logging.getLogger("tests.unit.test_leak_scan.probe"), logging.getLogger()
+    probe, root = logging.getLogger("tests.integration.test_leak_scan.probe"), logging.getLogger()
     level, marker = root.level, secrets.token_hex(8)
     root.setLevel(logging.WARNING)  # as in a plain pytest run
     try:
