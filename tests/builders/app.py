@@ -9,20 +9,7 @@ from flask import Flask
 
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.fakes import (
-    FakeAuthenticator,
-    FakeFaceDetector,
-    FakeImageGenerator,
-    FakeImageSanitizer,
-    FakeResultStorage,
-    FakeSourceUrlSigner,
-    FakeStore,
-    FakeTryOnQueue,
-    FakeUnitOfWork,
-    FakeUploadStorage,
-    FakeUploadUrlSigner,
-    FixedClock,
-)
+from tests import fakes
 from tests.inline import bootstrap_verifying_inline
 
 SETTINGS = Settings.from_env(
@@ -38,29 +25,29 @@ JPEG = {"content_type": "image/jpeg", "content_length": 2481733}
 
 
 def build_app(
-    store: FakeStore,
+    store: fakes.FakeStore,
     readiness_checks: dict[str, Callable[[], None]] | None = None,
-    storage: FakeUploadStorage | None = None,
-    detector: FakeFaceDetector | None = None,
-    generator: FakeImageGenerator | None = None,
-    queue: FakeTryOnQueue | None = None,
+    storage: fakes.FakeUploadStorage | None = None,
+    detector: fakes.FakeFaceDetector | None = None,
+    generator: fakes.FakeImageGenerator | None = None,
+    queue: fakes.FakeTryOnQueue | None = None,
     settings: Settings = SETTINGS,
 ) -> Flask:
     """The real app and domain with every port faked: no network, no database, no model; the verifier
     runs inline, as a verifier process answering in time."""
     services = bootstrap_verifying_inline(
         settings,
-        authenticator=FakeAuthenticator(),
-        signer=FakeUploadUrlSigner(),
-        storage=storage or FakeUploadStorage(),
-        sanitizer=FakeImageSanitizer(),
-        detector=detector or FakeFaceDetector(),
-        generator=generator or FakeImageGenerator(),
-        queue=queue or FakeTryOnQueue(),
-        results=FakeResultStorage(),
-        source_signer=FakeSourceUrlSigner(),
-        unit_of_work=lambda: FakeUnitOfWork(store),
-        clock=FixedClock(),
+        authenticator=fakes.FakeAuthenticator(),
+        signer=fakes.FakeUploadUrlSigner(),
+        storage=storage or fakes.FakeUploadStorage(),
+        sanitizer=fakes.FakeImageSanitizer(),
+        detector=detector or fakes.FakeFaceDetector(),
+        generator=generator or fakes.FakeImageGenerator(),
+        queue=queue or fakes.FakeTryOnQueue(),
+        results=fakes.FakeResultStorage(),
+        source_signer=fakes.FakeSourceUrlSigner(),
+        unit_of_work=lambda: fakes.FakeUnitOfWork(store),
+        clock=fakes.FixedClock(),
         readiness_checks=readiness_checks or {"database": lambda: None},
         rate_limit_storage_uri="memory://",
     )

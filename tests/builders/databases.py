@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import peewee
@@ -18,6 +18,7 @@ import pytest
 from adapters.peewee_db import migrate, open_database
 from domain.model import AuditEvent, Upload
 from tests import leaks
+from tests.builders.records import an_upload
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -90,18 +91,7 @@ def migrated_postgres_schema(prefix: str) -> Iterator[str]:
 
 
 def an_intent(upload_id: str = "up_1", *, user_id: str = "user_1", **changes: object) -> Upload:
-    values: dict[str, object] = {
-        "upload_id": upload_id,
-        "user_id": user_id,
-        "object_key": f"uploads/{user_id}/{upload_id}",
-        "content_type": "image/jpeg",
-        "content_length": 5 * 1024 * 1024,
-        "checksum_sha256": None,
-        "created_at": T0,
-        "expires_at": T0 + timedelta(seconds=300),
-    }
-    values.update(changes)
-    return Upload(**values)  # type: ignore[arg-type]
+    return an_upload(user_id, upload_id, now=T0, content_length=5 * 1024 * 1024, **changes)
 
 
 def an_event(subject_id: str = "up_1", *, actor_id: str | None = "user_1", **changes: object) -> AuditEvent:

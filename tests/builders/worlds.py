@@ -11,6 +11,7 @@ from domain.retention import SourceExpiry
 from domain.tryon_runner import RunnerPolicy, TryOnRunner
 from domain.tryons import TryOnDesk, TryOnOrder, TryOnResult, TryOnStatus
 from domain.user_data import UserData
+from tests.builders.records import an_upload
 from tests.fakes import (
     FakeImageGenerator,
     FakeObject,
@@ -53,14 +54,10 @@ class TryOnWorld:
 
     def verified_upload(self, user_id: str = "alice", upload_id: str = "up1", **changes: object) -> Upload:
         now = self.clock.now()
-        upload = Upload(
-            upload_id=upload_id,
-            user_id=user_id,
-            object_key=f"uploads/{user_id}/{upload_id}",
-            content_type="image/jpeg",
-            content_length=1000,
-            checksum_sha256=None,
-            created_at=now,
+        upload = an_upload(
+            user_id,
+            upload_id,
+            now=now,
             expires_at=now + timedelta(days=1),
             status=UploadStatus.VERIFIED,
             stored=StoredImage(f"uploads/{user_id}/{upload_id}.jpg", "image/jpeg", 900, 512, 512, "c2hh"),

@@ -1,5 +1,4 @@
-"""Shared e2e fixtures: Settings for the real adapters on a migrated per-test SQLite database, a user's
-bearer token, and the face model."""
+"""Shared e2e fixtures: Settings for the real adapters on a per-test SQLite database, and the face model."""
 
 from __future__ import annotations
 
@@ -12,10 +11,8 @@ from tests.builders.stack import stack_settings
 
 
 @pytest.fixture
-def settings(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> Settings:
-    database = open_database(sqlite_url)
-    migrate(database)
-    database.close()
+def unmigrated_settings(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> Settings:
+    """Settings for our processes on the emulated stack, with a per-test SQLite database not yet created."""
     return stack_settings(
         buckets,
         better_auth_url=dev_issuer.base_url,
@@ -23,6 +20,15 @@ def settings(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> Setti
         redis_url=redis_url,
         s3_endpoint_url=ministack_url,
     )
+
+
+@pytest.fixture
+def settings(unmigrated_settings: Settings) -> Settings:
+    """The same settings, on a migrated database."""
+    database = open_database(unmigrated_settings.database_url)
+    migrate(database)
+    database.close()
+    return unmigrated_settings
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ from dataclasses import replace
 import pytest
 
 from adapters.peewee_db import UploadRow
-from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.inline import bootstrap_verifying_inline
+from tests.inline import inline_client
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +17,7 @@ NOTHING_LISTENS = "127.0.0.1:9"
 
 
 def web(settings: Settings):
-    return create_app(bootstrap_verifying_inline(settings), configure_logs=False).test_client()
+    return inline_client(settings)
 
 
 def test_the_per_user_limit_is_shared_by_every_web_process(settings, auth):

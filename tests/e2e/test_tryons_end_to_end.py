@@ -16,12 +16,11 @@ from adapters.peewee_db import AuditRow, ResultRow, open_database
 from adapters.peewee_db.database import execute_sql
 from adapters.s3_storage import make_s3_client
 from entrypoints.fal_simulator import DEFAULT_KEY, FalSimulator
-from entrypoints.http.app import create_app
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
 from tests import leaks
 from tests.builders.stack import Workers, on_simulator, order, settled, verified_upload
-from tests.inline import bootstrap_verifying_inline
+from tests.inline import bootstrap_verifying_inline, inline_client
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +48,7 @@ def workers(tryon_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
 
 @pytest.fixture
 def client(tryon_settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
-    return create_app(
-        bootstrap_verifying_inline(tryon_settings, detector=detector), configure_logs=False
-    ).test_client()
+    return inline_client(tryon_settings, detector=detector)
 
 
 def test_a_tryon_runs_on_a_worker_and_its_result_is_stored_privately(

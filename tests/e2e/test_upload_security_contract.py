@@ -21,10 +21,9 @@ from flask.testing import FlaskClient
 from adapters.peewee_db import AuditRow, UploadRow
 from adapters.s3_storage import make_s3_client
 from entrypoints.dev_issuer import DevJwtIssuer
-from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.builders.stack import SELFIE, put
-from tests.inline import bootstrap_verifying_inline
+from tests.inline import inline_client
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +33,7 @@ def sha256_b64(data: bytes) -> str:
 
 
 def client_for(settings: Settings) -> FlaskClient:
-    return create_app(bootstrap_verifying_inline(settings), configure_logs=False).test_client()
+    return inline_client(settings)
 
 
 @pytest.fixture

@@ -11,20 +11,17 @@ from flask.testing import FlaskClient
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import AuditRow, UploadRow
 from adapters.s3_storage import make_s3_client
-from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests import hostile
 from tests.builders.stack import put
-from tests.inline import bootstrap_verifying_inline
+from tests.inline import inline_client
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def client(settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
-    return create_app(
-        bootstrap_verifying_inline(settings, detector=detector), configure_logs=False
-    ).test_client()
+    return inline_client(settings, detector=detector)
 
 
 def uploaded(

@@ -58,7 +58,8 @@ def _no_io() -> Iterator[None]:
         yield
 
 
-# Around each phase, not a fixture: a module- or session-scoped fixture a unit test asks for is guarded too.
+# Around the import of each module and each phase of each test, not a fixture: a module- or session-scoped
+# fixture a unit test asks for is guarded too.
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(
     collector: pytest.Collector,
@@ -68,18 +69,9 @@ def pytest_make_collect_report(
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+def _guarded_phase(item: pytest.Item) -> Generator[None, None, None]:
     with _no_io():
         return (yield)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    with _no_io():
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    with _no_io():
-        return (yield)
+pytest_runtest_setup = pytest_runtest_call = pytest_runtest_teardown = _guarded_phase

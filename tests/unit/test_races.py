@@ -18,6 +18,7 @@ from domain.retention import SourceExpiry
 from domain.sweeper import Sweeper, SweepPolicy
 from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder, TryOnStatus
 from domain.verification import UploadVerifier, VerificationPolicy
+from tests.builders.records import an_upload
 from tests.builders.worlds import DataWorld
 from tests.fakes import (
     FakeImageSanitizer,
@@ -76,17 +77,7 @@ class RaceWorld(DataWorld):
         return None
 
     def put(self, user_id: str = "alice", upload_id: str = "up1") -> Upload:
-        now = self.clock.now()
-        upload = Upload(
-            upload_id=upload_id,
-            user_id=user_id,
-            object_key=f"uploads/{user_id}/{upload_id}",
-            content_type="image/jpeg",
-            content_length=len(IMAGE),
-            checksum_sha256=None,
-            created_at=now,
-            expires_at=now + timedelta(seconds=300),
-        )
+        upload = an_upload(user_id, upload_id, now=self.clock.now(), content_length=len(IMAGE))
         self.store.uploads[upload_id] = upload
         self.uploads.objects[upload.object_key] = FakeObject(IMAGE, "image/jpeg")
         return upload
