@@ -40,7 +40,8 @@ lint: install
 test: install tools node lint
 	$(BIN)/pytest
 
-# The fast loop while editing: the unit tier only (fakes; seconds, no emulator, no npm, no lint).
+# The fast loop while editing: the unit tier only (fakes, no network, no process, no database, no leak
+# scan: tests/unit/conftest.py fails a test that tries; ~10 s, no emulator, no npm, no lint).
 unit: install
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider
 

@@ -2,8 +2,10 @@
 
 Nothing is skipped for want of a service: a missing one fails the run with a message saying why.
 
-After the whole suite, the leak scan (tests/leaks.py) looks for signed URLs, bearer tokens, fal keys and
-bucket names in every log line, database row and Redis value the run left; any finding fails the run.
+After a run that includes tests with real dependencies (integration, e2e, faults), the leak scan
+(tests/leaks.py) looks for signed URLs, bearer tokens, fal keys and bucket names in every log line, database
+row and Redis value those tests left; any finding fails the run. The unit tier (fakes, no I/O: see
+tests/unit/conftest.py) is not watched, and a run of the unit tier alone starts no scan at all.
 """
 
 from __future__ import annotations
@@ -15,23 +17,28 @@ from pathlib import Path
 
 import pytest
 
-from adapters.s3_provisioning import S3BucketProvisioner
-from adapters.s3_storage import make_s3_client
 from devtools.dev_issuer import DevJwtIssuer
 from devtools.local_stack import EMULATOR_CREDENTIALS, redis_answers, start_ministack, start_redis
 from tests import leaks
-from tests.integration.test_peewee_repositories import POSTGRES_URL
+from tests.builders.databases import POSTGRES_URL
+from tests.builders.stack import provisioned_buckets
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 LEAK_REPORT = pytest.StashKey[leaks.Report]()
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    leaks.start_session(session.config)
+UNIT_TIER = Path(__file__).parent / "unit"
+UNWATCHED: set[str] = set()  # the node ids of this run's unit tests
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    UNWATCHED.update(item.nodeid for item in session.items if UNIT_TIER in item.path.parents)
+    if not session.config.option.collectonly and len(UNWATCHED) < len(session.items):
+        leaks.start_session(session.config)
 
 
 def pytest_runtest_logstart(nodeid: str) -> None:
-    leaks.on_test_start(nodeid)
+    leaks.on_test_start(nodeid, watched=nodeid not in UNWATCHED)
 
 
 def pytest_runtest_logfinish() -> None:
@@ -87,25 +94,16 @@ def dev_issuer() -> Iterator[DevJwtIssuer]:
         yield issuer
 
 
-def new_bucket_name(role: str) -> str:
-    return f"hf-{role}-{secrets.token_hex(4)}"
+@pytest.fixture
+def auth(dev_issuer: DevJwtIssuer) -> dict[str, str]:
+    """The headers of a new user, with a bearer token from the dev issuer."""
+    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
 
 
 @pytest.fixture
 def buckets(ministack_url: str) -> tuple[str, str]:
     """A fresh, provisioned (private, encrypted) uploads/processed pair per test."""
     return provisioned_buckets(ministack_url)
-
-
-def provisioned_buckets(ministack_url: str) -> tuple[str, str]:
-    """A new uploads/processed pair on the emulator, private and encrypted as `tryon provision` makes them."""
-    provisioner = S3BucketProvisioner(
-        make_s3_client(region="us-east-1", endpoint_url=ministack_url), region="us-east-1"
-    )
-    pair = (new_bucket_name("uploads"), new_bucket_name("processed"))
-    for bucket in pair:
-        provisioner.ensure_private_bucket(bucket)
-    return pair
 
 
 @pytest.fixture

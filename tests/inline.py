@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask.testing import FlaskClient
+
 from entrypoints.bootstrap import Services, bootstrap
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.fakes import FakeVerdictBoard, FakeVerificationQueue
 
@@ -16,3 +19,8 @@ def bootstrap_verifying_inline(settings: Settings | None = None, **overrides: An
     services = bootstrap(settings, verification_queue=queue, **overrides)
     queue.verifier = services.upload_verifier
     return services
+
+
+def inline_client(settings: Settings | None = None, **overrides: Any) -> FlaskClient:
+    """A test client of the real app on that composition, its logs left as pytest configured them."""
+    return create_app(bootstrap_verifying_inline(settings, **overrides), configure_logs=False).test_client()

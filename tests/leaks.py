@@ -1,5 +1,6 @@
-"""The leak scan after the whole suite (issue 7, item 4): no signed query string, bearer token, fal key or
-bucket name in any log line, database row or Redis value the test run left behind.
+"""The leak scan after a run with real dependencies (issue 7, item 4): no signed query string, bearer
+token, fal key or bucket name in any log line, database row or Redis value the tests with real dependencies
+(integration, e2e, faults) left behind; the unit tier, on fakes, is not watched (issue 13).
 
 Haystacks, all of this run only:
 
@@ -58,7 +59,7 @@ def _literals(values: Iterable[str]) -> str:
 
 
 #: Every fal key the tests configure. ``KEY = "k"`` in tests/integration/test_fal_queue_adapter.py is too
-#: short to look for (it is in every word); tests/unit/test_leak_scan.py checks this list is complete.
+#: short to look for (it is in every word); tests/integration/test_leak_scan.py checks this list is complete.
 FAL_KEYS = (
     DEFAULT_KEY,  # the fal simulator's key: e2e try-ons, tests/faults, the demo
     "fal-test-key",  # tests/e2e/test_processes.py
@@ -384,9 +385,17 @@ class _Tapping:
     pytest_handlers: list[logging.Handler]
 
     def attach(self) -> None:
-        """Again at every test: a test that configures logging replaces the root's handlers."""
+        """Again at every watched test: a test that configures logging replaces the root's handlers."""
+        if logging.Logger.isEnabledFor is not _enabled_for_the_tap:
+            _use_is_enabled_for(_enabled_for_the_tap)
         if self.tap not in logging.root.handlers:
             logging.root.addHandler(self.tap)
+
+    def detach(self) -> None:
+        """For a test the scan does not watch: its logging is exactly as without the scan."""
+        if logging.Logger.isEnabledFor is not _is_enabled_for:
+            _use_is_enabled_for(_is_enabled_for)
+        logging.root.removeHandler(self.tap)
 
     def stop(self) -> None:
         _use_is_enabled_for(_is_enabled_for)
@@ -416,7 +425,6 @@ def start_session(config: pytest.Config) -> None:
     )
     for handler in tapping.pytest_handlers:
         handler.addFilter(_AsConfigured())
-    _use_is_enabled_for(_enabled_for_the_tap)
     tapping.attach()
     _TAPPING = tapping
 
@@ -426,10 +434,14 @@ def tap_path() -> Path | None:
     return _TAPPING.tap.path if _TAPPING is not None else None
 
 
-def on_test_start(nodeid: str) -> None:
+def on_test_start(nodeid: str, *, watched: bool = True) -> None:
+    """A test begins; only a watched one (a test with real dependencies) reaches the tap."""
     COLLECTOR.current_test = nodeid
     if _TAPPING is not None:
-        _TAPPING.attach()
+        if watched:
+            _TAPPING.attach()
+        else:
+            _TAPPING.detach()
 
 
 def on_test_end() -> None:
@@ -525,7 +537,7 @@ def summarize(haystacks: Sequence[Haystack], findings: Sequence[Finding], notes:
         else "no signed URL, bearer token, fal key or bucket name"
     )
     extra = f" ({'; '.join(notes)})" if notes else ""
-    return f"leak scan after the whole suite: {seen} — {verdict}{extra}"
+    return f"leak scan after the tests with real dependencies: {seen} — {verdict}{extra}"
 
 
 def finish_session(postgres_url: str) -> Report | None:

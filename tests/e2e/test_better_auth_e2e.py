@@ -11,7 +11,6 @@ from flask.testing import FlaskClient
 from adapters.better_auth_session import BetterAuthSessionAuthenticator
 from domain.errors import Unauthenticated
 from domain.model import Credentials
-from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.better_auth_server import (
     SESSION_COOKIE,
@@ -20,7 +19,7 @@ from tests.better_auth_server import (
     better_auth_server,
     cookie_value,
 )
-from tests.inline import bootstrap_verifying_inline
+from tests.inline import inline_client
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +38,7 @@ def client_for(settings: Settings, server: BetterAuthServer, mode: str) -> Flask
         better_auth_secret=server.secret,
         auth_mode=mode,
     )
-    return create_app(bootstrap_verifying_inline(configured), configure_logs=False).test_client()
+    return inline_client(configured)
 
 
 def new_user(server: BetterAuthServer) -> Session:

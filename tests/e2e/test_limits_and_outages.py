@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import replace
 
 import pytest
 
 from adapters.peewee_db import UploadRow
-from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.inline import bootstrap_verifying_inline
+from tests.inline import inline_client
 
 pytestmark = pytest.mark.e2e
 
@@ -18,13 +16,8 @@ JPEG = {"content_type": "image/jpeg", "content_length": 1000}
 NOTHING_LISTENS = "127.0.0.1:9"
 
 
-@pytest.fixture
-def auth(dev_issuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
-
-
 def web(settings: Settings):
-    return create_app(bootstrap_verifying_inline(settings), configure_logs=False).test_client()
+    return inline_client(settings)
 
 
 def test_the_per_user_limit_is_shared_by_every_web_process(settings, auth):

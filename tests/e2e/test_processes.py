@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
 from adapters.peewee_db import MIGRATIONS, PeeweeAuditLog, open_database
-from devtools.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
+from devtools.local_stack import answers_ok, free_port, wait_until
 from domain.model import AuditEvent
+from entrypoints.settings import Settings
 from tests import leaks
+from tests.builders.stack import environment
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def env(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> dict[str, str]:
-    return {
-        **os.environ,
-        **EMULATOR_CREDENTIALS,
-        "UPLOADS_BUCKET": buckets[0],
-        "PROCESSED_BUCKET": buckets[1],
-        "BETTER_AUTH_URL": dev_issuer.base_url,
-        "DATABASE_URL": sqlite_url,
-        "REDIS_URL": redis_url,
-        "S3_ENDPOINT_URL": ministack_url,
-        "FAL_API_KEY": "fal-test-key",
-    }
+def env(unmigrated_settings: Settings) -> dict[str, str]:
+    return environment(replace(unmigrated_settings, fal_api_key="fal-test-key"))
 
 
 def tryon(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

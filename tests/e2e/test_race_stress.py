@@ -57,8 +57,8 @@ from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
 from devtools.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, start_redis
 from entrypoints.http.app import WORKER_WARM
 from tests import hostile, leaks
-from tests.conftest import provisioned_buckets
-from tests.integration.test_peewee_repositories import migrated_postgres_schema
+from tests.builders.databases import migrated_postgres_schema
+from tests.builders.stack import provisioned_buckets
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -17,10 +17,10 @@ from adapters.s3_storage import make_s3_client
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests import hostile
-from tests.e2e.test_upload_security_contract import put
+from tests.builders.databases import migrated_postgres_schema
+from tests.builders.stack import put
 from tests.fakes import FakeFaceDetector, FixedClock
 from tests.inline import bootstrap_verifying_inline
-from tests.integration.test_peewee_repositories import migrated_postgres_schema
 
 pytestmark = pytest.mark.e2e
 

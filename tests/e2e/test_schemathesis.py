@@ -28,8 +28,8 @@ from schemathesis.specs.openapi.checks import (
 from domain.errors import LimitExceeded
 from entrypoints.http.problems import PROBLEM_MEDIA_TYPE
 from entrypoints.settings import Settings
+from tests.builders.app import build_app
 from tests.fakes import FakeStore
-from tests.unit.test_http_api import build_app
 
 pytestmark = pytest.mark.e2e
 

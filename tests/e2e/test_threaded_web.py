@@ -24,7 +24,7 @@ import requests
 from adapters.peewee_db import UploadRow, migrate, open_database
 from adapters.peewee_db.models import bound_to
 from devtools.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
-from tests.integration.test_peewee_repositories import migrated_postgres_schema
+from tests.builders.databases import migrated_postgres_schema
 
 pytestmark = pytest.mark.e2e
 

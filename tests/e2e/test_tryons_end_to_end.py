@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +16,13 @@ from adapters.peewee_db import AuditRow, ResultRow, open_database
 from adapters.peewee_db.database import execute_sql
 from adapters.s3_storage import make_s3_client
 from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
-from devtools.local_stack import EMULATOR_CREDENTIALS
-from entrypoints.http.app import create_app
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
-from tests import hostile, leaks
-from tests.e2e.test_upload_security_contract import put
-from tests.inline import bootstrap_verifying_inline
+from tests import leaks
+from tests.builders.stack import Workers, on_simulator, order, settled, verified_upload
+from tests.inline import bootstrap_verifying_inline, inline_client
 
 pytestmark = pytest.mark.e2e
-
-SETTLED = ("succeeded", "failed")
 
 
 @pytest.fixture(scope="module")
@@ -42,86 +31,12 @@ def simulator() -> Iterator[FalSimulator]:
         yield sim
 
 
-@pytest.fixture(scope="module")
-def detector() -> MtcnnFaceDetector:
-    detector = MtcnnFaceDetector()
-    detector.warm_up()
-    return detector
-
-
 @pytest.fixture
 def tryon_settings(settings: Settings, simulator: FalSimulator) -> Settings:
     simulator.reset()
     leaks.keep_redis(settings.redis_url)
     redis.Redis.from_url(settings.redis_url).flushdb()
-    return replace(
-        settings,
-        fal_api_key=DEFAULT_KEY,
-        fal_queue_url=simulator.base_url,
-        fal_result_hosts=(simulator.base_url,),
-        fal_max_attempts=3,
-    )
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        **EMULATOR_CREDENTIALS,
-        "UPLOADS_BUCKET": settings.uploads_bucket,
-        "PROCESSED_BUCKET": settings.processed_bucket,
-        "BETTER_AUTH_URL": settings.better_auth_url,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "FAL_API_KEY": settings.fal_api_key or "",
-        "FAL_QUEUE_URL": settings.fal_queue_url,
-        "FAL_RESULT_HOSTS": ",".join(settings.fal_result_hosts),
-        "RATE_LIMIT_UPLOADS": settings.rate_limit_uploads,
-        "RATE_LIMIT_TRYONS": settings.rate_limit_tryons,
-        "RATE_LIMIT_MUTATIONS": settings.rate_limit_mutations,
-        "MAX_ACTIVE_TRYONS": str(settings.max_active_tryons),
-        "DAILY_IMAGE_QUOTA": str(settings.daily_image_quota),
-    }
-
-
-class Workers:
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self._env = environment(settings)
-        self._log_dir = log_dir
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log = open(self._log_dir / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(  # its own process group: the worker and RQ's scheduler child, as a dyno
-            [sys.executable, "-m", "entrypoints.cli", "worker"],
-            env=self._env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        self.processes.append(process)
-        return process
-
-    def logs(self) -> str:
-        return "".join(
-            path.read_text(errors="replace") for path in sorted(self._log_dir.glob("worker-*.log"))
-        )
-
-    @staticmethod
-    def kill(process: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the whole dyno: the worker and its scheduler child (a bare SIGKILL would orphan it)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=15)
-            self.kill(process)  # whatever of its group is left
+    return on_simulator(settings, simulator)
 
 
 @pytest.fixture
@@ -133,45 +48,7 @@ def workers(tryon_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
 
 @pytest.fixture
 def client(tryon_settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
-    return create_app(
-        bootstrap_verifying_inline(tryon_settings, detector=detector), configure_logs=False
-    ).test_client()
-
-
-@pytest.fixture
-def auth(dev_issuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
-
-
-def verified_upload(client: FlaskClient, auth: dict[str, str]) -> str:
-    data = (hostile.IMAGES / "one_face.jpg").read_bytes()
-    ticket = client.post(
-        "/v1/uploads", json={"content_type": "image/jpeg", "content_length": len(data)}, headers=auth
-    ).get_json()
-    assert put(ticket, data).status_code == 200
-    done = client.post(
-        f"/v1/uploads/{ticket['upload_id']}/complete", json={"object_key": ticket["object_key"]}, headers=auth
-    )
-    assert done.status_code == 200, done.get_data(as_text=True)
-    return str(ticket["upload_id"])
-
-
-def order(client: FlaskClient, auth: dict[str, str], upload_id: str) -> str:
-    response = client.post(
-        "/v1/tryons", json={"upload_id": upload_id, "style_prompt": "a sleek copper bob"}, headers=auth
-    )
-    assert response.status_code == 202, response.get_data(as_text=True)
-    return str(response.get_json()["tryon_id"])
-
-
-def settled(client: FlaskClient, auth: dict[str, str], tryon_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body: dict[str, Any] = client.get(f"/v1/tryons/{tryon_id}", headers=auth).get_json()
-        if body["status"] in SETTLED:
-            return body
-        time.sleep(0.25)
-    raise AssertionError(f"try-on {tryon_id} did not settle in {timeout} s: {body}")
+    return inline_client(tryon_settings, detector=detector)
 
 
 def test_a_tryon_runs_on_a_worker_and_its_result_is_stored_privately(

@@ -15,20 +15,17 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-import requests
 from botocore.exceptions import ClientError
 from flask.testing import FlaskClient
 
 from adapters.peewee_db import AuditRow, UploadRow
 from adapters.s3_storage import make_s3_client
 from devtools.dev_issuer import DevJwtIssuer
-from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.inline import bootstrap_verifying_inline
+from tests.builders.stack import SELFIE, put
+from tests.inline import inline_client
 
 pytestmark = pytest.mark.e2e
-
-SELFIE = b"\xff\xd8\xff\xe0" + secrets.token_bytes(4096)
 
 
 def sha256_b64(data: bytes) -> str:
@@ -36,7 +33,7 @@ def sha256_b64(data: bytes) -> str:
 
 
 def client_for(settings: Settings) -> FlaskClient:
-    return create_app(bootstrap_verifying_inline(settings), configure_logs=False).test_client()
+    return inline_client(settings)
 
 
 @pytest.fixture
@@ -53,15 +50,6 @@ def issue(
     assert response.status_code == 201, response.get_data(as_text=True)
     ticket: dict[str, Any] = response.get_json()
     return ticket
-
-
-def put(
-    ticket: dict[str, Any], body: bytes = SELFIE, overrides: dict[str, str | None] | None = None
-) -> requests.Response:
-    """PUT like a client would, with the issued headers except for ``overrides`` (None drops one)."""
-    headers = {**ticket["headers"], **(overrides or {})}
-    headers = {name: value for name, value in headers.items() if value is not None}
-    return requests.put(ticket["url"], data=body, headers=headers, timeout=10)
 
 
 def head(settings: Settings, key: str) -> dict[str, Any] | None:

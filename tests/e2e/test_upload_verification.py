@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,32 +11,17 @@ from flask.testing import FlaskClient
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import AuditRow, UploadRow
 from adapters.s3_storage import make_s3_client
-from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests import hostile
-from tests.e2e.test_upload_security_contract import put
-from tests.inline import bootstrap_verifying_inline
+from tests.builders.stack import put
+from tests.inline import inline_client
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def detector() -> Iterator[MtcnnFaceDetector]:
-    detector = MtcnnFaceDetector()
-    detector.warm_up()
-    yield detector
-
-
 @pytest.fixture
 def client(settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
-    return create_app(
-        bootstrap_verifying_inline(settings, detector=detector), configure_logs=False
-    ).test_client()
-
-
-@pytest.fixture
-def auth(dev_issuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
+    return inline_client(settings, detector=detector)
 
 
 def uploaded(

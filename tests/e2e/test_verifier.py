@@ -20,37 +20,18 @@ from PIL import Image
 
 from adapters.peewee_db import AuditRow, open_database
 from adapters.s3_storage import make_s3_client
-from devtools.local_stack import EMULATOR_CREDENTIALS, LocalProcess, start_gunicorn, wait_until
+from devtools.local_stack import LocalProcess, start_gunicorn, wait_until
+from entrypoints.settings import Settings
 from entrypoints.verifier import VERIFIER_WARM
 from tests import decoding_bombs, hostile, leaks
-from tests.e2e.test_upload_security_contract import put
+from tests.builders.stack import environment, put
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def env(buckets, ministack_url, redis_url, sqlite_url, dev_issuer) -> dict[str, str]:
-    environment = {
-        **os.environ,
-        **EMULATOR_CREDENTIALS,
-        "UPLOADS_BUCKET": buckets[0],
-        "PROCESSED_BUCKET": buckets[1],
-        "BETTER_AUTH_URL": dev_issuer.base_url,
-        "DATABASE_URL": sqlite_url,
-        "REDIS_URL": redis_url,
-        "S3_ENDPOINT_URL": ministack_url,
-        "RATE_LIMIT_UPLOADS": "1000/minute",
-        "RATE_LIMIT_MUTATIONS": "1000/minute",
-        "VERIFY_WAIT_SECONDS": "8",
-    }
-    migrate = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", "migrate"],
-        env=environment,
-        capture_output=True,
-        check=False,
-    )
-    assert migrate.returncode == 0, migrate.stderr
-    return environment
+def env(settings: Settings) -> dict[str, str]:
+    return {**environment(settings), "VERIFY_WAIT_SECONDS": "8"}
 
 
 class Verifier:
@@ -104,11 +85,6 @@ def verifier(env: dict[str, str], tmp_path: Path) -> Iterator[Verifier]:
     yield process
     process.kill()
     leaks.keep_output("the verifier's output", process.log())
-
-
-@pytest.fixture
-def auth(dev_issuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{os.urandom(6).hex()}')}"}
 
 
 def uploaded(web: str, auth: dict[str, str], image: str = "one_face.jpg") -> dict[str, Any]:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from adapters.mtcnn_faces import MtcnnFaceDetector
-from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.fal_simulator import FalSimulator
 from devtools.local_stack import start_redis
-from entrypoints.settings import Settings
 from tests import leaks
-from tests.conftest import provisioned_buckets
-from tests.e2e.test_tryons_end_to_end import Workers
+from tests.builders.databases import POSTGRES_URL, migrated_postgres_schema
+from tests.builders.stack import Workers, on_simulator, provisioned_buckets, stack_settings
 from tests.faults import matrix
 from tests.faults.proxy import ChaosProxy
 from tests.faults.stack import FaultStack, host_port, proxied
-from tests.integration.test_peewee_repositories import POSTGRES_URL, migrated_postgres_schema
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -55,22 +52,15 @@ def stack(ministack_url, redis_url, dev_issuer, postgres_url) -> Iterator[FaultS
         ChaosProxy(*host_port(POSTGRES_URL, 5432)),
     ]
     with FalSimulator() as simulator:
-        direct = Settings(
-            uploads_bucket=buckets[0],
-            processed_bucket=buckets[1],
-            better_auth_url=dev_issuer.base_url,
-            database_url=postgres_url,
-            redis_url=redis_url,
-            s3_endpoint_url=ministack_url,
-            rate_limit_uploads="1000/minute",
-            rate_limit_tryons="1000/minute",
-            rate_limit_mutations="1000/minute",
-            max_active_tryons=1000,
-            daily_image_quota=100_000,
-            fal_api_key=DEFAULT_KEY,
-            fal_queue_url=simulator.base_url,
-            fal_result_hosts=(simulator.base_url,),
-            fal_max_attempts=3,
+        direct = on_simulator(
+            stack_settings(
+                buckets,
+                better_auth_url=dev_issuer.base_url,
+                database_url=postgres_url,
+                redis_url=redis_url,
+                s3_endpoint_url=ministack_url,
+            ),
+            simulator,
         )
         world = FaultStack(
             settings=proxied(direct, *proxies),
@@ -106,8 +96,3 @@ def workers(faults: FaultStack, tmp_path: Path) -> Iterator[Workers]:
     yield pool
     faults.all_up()
     pool.stop_all()
-
-
-@pytest.fixture
-def auth(dev_issuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}

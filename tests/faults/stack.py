@@ -22,7 +22,7 @@ from domain.model import UploadStatus
 from domain.ports import FaceDetector
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.e2e.test_tryons_end_to_end import environment
+from tests.builders.stack import environment
 from tests.faults.proxy import ChaosProxy
 from tests.inline import bootstrap_verifying_inline
 

@@ -22,8 +22,7 @@ from werkzeug.test import TestResponse
 from devtools.local_stack import start_gunicorn
 from domain.model import DetectedFace, Pixels
 from tests import hostile
-from tests.e2e.test_tryons_end_to_end import Workers, order, settled, verified_upload
-from tests.e2e.test_upload_security_contract import put
+from tests.builders.stack import Workers, order, put, settled, verified_upload
 from tests.faults.matrix import Row, record
 from tests.faults.proxy import ChaosProxy
 from tests.faults.stack import FaultStack

@@ -34,7 +34,7 @@ from domain.errors import StorageUnavailable
 from domain.model import UploadRequest
 from entrypoints import cli
 from entrypoints.settings import Settings
-from tests.conftest import new_bucket_name
+from tests.builders.stack import new_bucket_name
 
 pytestmark = pytest.mark.integration
 

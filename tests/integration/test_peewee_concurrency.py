@@ -24,7 +24,7 @@ from adapters.peewee_db import (
 )
 from adapters.peewee_db.database import execute_sql
 from domain.errors import PersistenceUnavailable
-from tests.integration.test_peewee_repositories import Backend, an_event, an_intent
+from tests.builders.databases import Backend, an_event, an_intent
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from adapters.peewee_db import PeeweeUnitOfWork, PeeweeUploadRepository
 from domain.errors import LimitExceeded
 from domain.model import StoredImage, TryOn, TryOnResult, TryOnStatus, UploadStatus
 from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder
+from tests.builders.databases import T0, Backend, an_intent
 from tests.fakes import FakeResultStorage, FakeTryOnQueue, FixedClock, SequentialIds
-from tests.integration.test_peewee_repositories import T0, Backend, an_intent
 
 pytestmark = pytest.mark.integration
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import peewee
-import psycopg2
 import pytest
 
 from adapters.peewee_db import (
@@ -26,131 +20,12 @@ from adapters.peewee_db import (
     ping,
 )
 from domain.errors import PersistenceUnavailable
-from domain.model import AuditEvent, StoredImage, Upload, UploadStatus
-from tests import leaks
+from domain.model import StoredImage, Upload, UploadStatus
+from tests.builders.databases import POSTGRES_URL, T0, Backend, an_event, an_intent, postgres_admin
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NOTHING_LISTENS_URL = "postgresql://postgres@127.0.0.1:1/test"
-T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-
-
-@dataclass
-class Backend:
-    name: str
-    url: str
-    opened: list[peewee.Database] = field(default_factory=list)
-
-    def open(self) -> peewee.Database:
-        """A new, independent connection to the same database."""
-        db = open_database(self.url)
-        self.opened.append(db)
-        return db
-
-    def close_all(self) -> None:
-        for db in self.opened:
-            if not db.is_closed():
-                db.close()
-
-
-def _with_search_path(url: str, schema: str) -> str:
-    parts = urlsplit(url)
-    query = [*parse_qsl(parts.query), ("options", f"-c search_path={schema}")]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-@contextmanager
-def migrated_postgres_schema(prefix: str) -> Iterator[str]:
-    """A freshly migrated schema of its own on the running Postgres (its URL); dropped afterwards, once
-    the leak scan has its rows."""
-    schema = f"{prefix}_{secrets.token_hex(6)}"
-    admin = _postgres_admin()
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE SCHEMA "{schema}"')
-    url = _with_search_path(POSTGRES_URL, schema)
-    database = open_database(url)
-    migrate(database)
-    database.close()
-    try:
-        yield url
-    finally:
-        leaks.keep_postgres_schema(admin, schema)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
-
-
-def _postgres_admin() -> psycopg2.extensions.connection:
-    try:
-        connection = psycopg2.connect(POSTGRES_URL, connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        reason = str(error).strip()
-    else:
-        connection.autocommit = True
-        return connection
-    pytest.fail(
-        f"PostgreSQL is unreachable at TEST_POSTGRES_URL={POSTGRES_URL!r} ({reason}). "
-        "These tests need it: start the server or point TEST_POSTGRES_URL at one.",
-        pytrace=False,
-    )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        sqlite = Backend("sqlite", f"sqlite:///{tmp_path}/nested/tryon.db")
-        yield sqlite
-        sqlite.close_all()
-        return
-    schema = f"tryon_test_{secrets.token_hex(6)}"
-    admin = _postgres_admin()
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE SCHEMA "{schema}"')
-    postgres = Backend("postgres", _with_search_path(POSTGRES_URL, schema))
-    try:
-        yield postgres
-    finally:
-        postgres.close_all()
-        leaks.keep_postgres_schema(admin, schema)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
-
-
-@pytest.fixture
-def db(backend: Backend) -> peewee.Database:
-    database = backend.open()
-    migrate(database)
-    return database
-
-
-def an_intent(upload_id: str = "up_1", *, user_id: str = "user_1", **changes: object) -> Upload:
-    values: dict[str, object] = {
-        "upload_id": upload_id,
-        "user_id": user_id,
-        "object_key": f"uploads/{user_id}/{upload_id}",
-        "content_type": "image/jpeg",
-        "content_length": 5 * 1024 * 1024,
-        "checksum_sha256": None,
-        "created_at": T0,
-        "url_expires_at": T0 + timedelta(seconds=300),
-    }
-    values.update(changes)
-    return Upload(**values)  # type: ignore[arg-type]
-
-
-def an_event(subject_id: str = "up_1", *, actor_id: str | None = "user_1", **changes: object) -> AuditEvent:
-    values: dict[str, object] = {
-        "event": "upload.issued",
-        "actor_id": actor_id,
-        "subject_id": subject_id,
-        "outcome": "success",
-        "occurred_at": T0,
-        "details": {"ttl_seconds": 300, "content_type": "image/jpeg", "checksum_supplied": False},
-    }
-    values.update(changes)
-    return AuditEvent(**values)  # type: ignore[arg-type]
 
 
 def test_migrating_applies_every_migration_once_then_nothing(backend: Backend) -> None:
@@ -451,7 +326,7 @@ def test_a_sqlite_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> N
 @pytest.mark.postgres
 def test_a_connection_the_server_dropped_is_unavailable_and_ping_then_reconnects() -> None:
     db = open_database(POSTGRES_URL)
-    admin = _postgres_admin()
+    admin = postgres_admin()
     try:
         ping(db)
         backend_pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]

@@ -15,7 +15,7 @@ from adapters.peewee_db import (
     PeeweeUploadRepository,
 )
 from domain.model import Submission, TryOn, TryOnError, TryOnResult, TryOnStatus, UploadStatus
-from tests.integration.test_peewee_repositories import T0, an_intent
+from tests.builders.databases import T0, an_intent
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from adapters.s3_provisioning import S3BucketProvisioner
 from adapters.s3_storage import S3BucketProbe, S3UploadUrlSigner, make_s3_client
 from domain.errors import StorageUnavailable
 from domain.model import UploadRequest
-from tests.conftest import new_bucket_name
+from tests.builders.stack import new_bucket_name
 
 pytestmark = pytest.mark.integration
 

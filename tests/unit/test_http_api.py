@@ -4,80 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from flask import Flask
 from flask.testing import FlaskClient
 
 from domain.errors import StorageUnavailable
 from entrypoints.bootstrap import scrubber_for
-from entrypoints.http.app import create_app
 from entrypoints.http.problems import domain_error_response
 from entrypoints.logs import JsonFormatter
-from entrypoints.settings import Settings
+from tests.builders.app import AUTH, JPEG, SETTINGS, assert_problem, build_app
 from tests.fakes import (
-    FakeAuthenticator,
-    FakeFaceDetector,
-    FakeImageGenerator,
-    FakeImageSanitizer,
-    FakeResultStorage,
-    FakeSourceUrlSigner,
     FakeStore,
-    FakeTryOnQueue,
-    FakeUnitOfWork,
-    FakeUploadStorage,
-    FakeUploadUrlSigner,
-    FixedClock,
 )
-from tests.inline import bootstrap_verifying_inline
-
-SETTINGS = Settings.from_env(
-    {
-        "UPLOADS_BUCKET": "hf-uploads-test",
-        "PROCESSED_BUCKET": "hf-processed-test",
-        "BETTER_AUTH_URL": "https://auth.example.com",
-        "RATE_LIMIT_UPLOADS": "3/minute",
-    }
-)
-AUTH = {"Authorization": "Bearer token-user1"}
-JPEG = {"content_type": "image/jpeg", "content_length": 2481733}
 
 
 def _down() -> None:
     raise StorageUnavailable("down")
-
-
-def build_app(
-    store: FakeStore,
-    readiness_checks: dict[str, Callable[[], None]] | None = None,
-    storage: FakeUploadStorage | None = None,
-    detector: FakeFaceDetector | None = None,
-    generator: FakeImageGenerator | None = None,
-    queue: FakeTryOnQueue | None = None,
-    settings: Settings = SETTINGS,
-) -> Flask:
-    """The real app and domain with every port faked: no network, no database, no model; the verifier
-    runs inline, as a verifier process answering in time."""
-    services = bootstrap_verifying_inline(
-        settings,
-        authenticator=FakeAuthenticator(),
-        signer=FakeUploadUrlSigner(),
-        storage=storage or FakeUploadStorage(),
-        sanitizer=FakeImageSanitizer(),
-        detector=detector or FakeFaceDetector(),
-        generator=generator or FakeImageGenerator(),
-        queue=queue or FakeTryOnQueue(),
-        results=FakeResultStorage(),
-        source_signer=FakeSourceUrlSigner(),
-        unit_of_work=lambda: FakeUnitOfWork(store),
-        clock=FixedClock(),
-        readiness_checks=readiness_checks or {"database": lambda: None},
-        rate_limit_storage_uri="memory://",
-    )
-    return create_app(services, configure_logs=False)
 
 
 @pytest.fixture
@@ -88,17 +31,6 @@ def store() -> FakeStore:
 @pytest.fixture
 def client(store: FakeStore) -> FlaskClient:
     return build_app(store).test_client()
-
-
-def assert_problem(response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert {"type", "title", "status", "detail", "code", "retryable"} <= body.keys()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"].endswith("/" + code)
-    return dict(body)
 
 
 def test_issuing_returns_the_contracts_shape(client, store):

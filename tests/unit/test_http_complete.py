@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from domain.model import DetectedFace
+from tests.builders.app import AUTH, assert_problem, build_app
 from tests.fakes import FakeFaceDetector, FakeObject, FakeStore, FakeUploadStorage
-from tests.unit.test_http_api import AUTH, assert_problem, build_app
 
 IMAGE = b"IMG" + b"y" * 1997
 

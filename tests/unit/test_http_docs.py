@@ -6,8 +6,8 @@ from html.parser import HTMLParser
 
 import pytest
 
+from tests.builders.app import build_app
 from tests.fakes import FakeStore
-from tests.unit.test_http_api import build_app
 
 
 class References(HTMLParser):

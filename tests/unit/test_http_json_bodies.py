@@ -8,8 +8,8 @@ import time
 import pytest
 
 from entrypoints.http.json_bodies import MAX_JSON_DEPTH, nested_deeper_than
+from tests.builders.app import AUTH, assert_problem, build_app
 from tests.fakes import FakeStore
-from tests.unit.test_http_api import AUTH, assert_problem, build_app
 
 JSON = {**AUTH, "Content-Type": "application/json"}
 ROUTES = ["/v1/uploads", "/v1/tryons", "/v1/uploads/u1/complete"]

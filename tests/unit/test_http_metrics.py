@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
+from tests.builders.app import SETTINGS, assert_problem, build_app
 from tests.fakes import FakeStore
-from tests.unit.test_http_api import SETTINGS, assert_problem, build_app
 
 TOKEN = "metrics-token-0123456789abcdef"
 

@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from domain.errors import LimitExceeded
+from tests.builders.app import AUTH, JPEG, SETTINGS, assert_problem, build_app
 from tests.fakes import FakeObject, FakeStore, FakeUploadStorage
-from tests.unit.test_http_api import AUTH, JPEG, SETTINGS, assert_problem, build_app
 
 ALICE = AUTH
 BOB = {"Authorization": "Bearer token-bob"}

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from domain.errors import GenerationFailed
+from tests.builders.app import AUTH, assert_problem, build_app
 from tests.fakes import FakeImageGenerator, FakeObject, FakeStore, FakeTryOnQueue, FakeUploadStorage
-from tests.unit.test_http_api import AUTH, assert_problem, build_app
 
 IMAGE = b"IMG" + b"z" * 997
 OTHER = {"Authorization": "Bearer token-mallory"}

@@ -17,6 +17,8 @@ from domain.retention import SourceExpiry
 from domain.sweeper import Sweeper, SweepPolicy
 from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder
 from domain.verification import UploadVerifier, VerificationPolicy
+from tests.builders.records import an_upload
+from tests.builders.worlds import DataWorld
 from tests.fakes import (
     FakeImageSanitizer,
     FakeObject,
@@ -25,7 +27,6 @@ from tests.fakes import (
     FakeVerificationQueue,
     SequentialIds,
 )
-from tests.unit.test_user_data import DataWorld
 
 IMAGE = b"IMG" + b"x" * 997
 
@@ -75,17 +76,7 @@ class RaceWorld(DataWorld):
         return None
 
     def put(self, user_id: str = "alice", upload_id: str = "up1") -> Upload:
-        now = self.clock.now()
-        upload = Upload(
-            upload_id=upload_id,
-            user_id=user_id,
-            object_key=f"uploads/{user_id}/{upload_id}",
-            content_type="image/jpeg",
-            content_length=len(IMAGE),
-            checksum_sha256=None,
-            created_at=now,
-            url_expires_at=now + timedelta(seconds=300),
-        )
+        upload = an_upload(user_id, upload_id, now=self.clock.now(), content_length=len(IMAGE))
         self.store.uploads[upload_id] = upload
         self.uploads.objects[upload.object_key] = FakeObject(IMAGE, "image/jpeg")
         return upload

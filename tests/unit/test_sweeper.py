@@ -7,8 +7,8 @@ import pytest
 
 from domain.model import Upload, UploadStatus
 from domain.sweeper import Sweeper, SweepPolicy
+from tests.builders.worlds import DataWorld
 from tests.fakes import FakeObject, FakeUnitOfWork
-from tests.unit.test_user_data import DataWorld
 
 
 class SweepWorld(DataWorld):

@@ -6,82 +6,16 @@ from datetime import timedelta
 import pytest
 
 from domain.errors import Conflict, GenerationFailed, Gone, InvalidRequest, NotFound
-from domain.model import JobState, StoredImage, TryOnStatus, Upload, UploadStatus
-from domain.tryon_runner import RunnerPolicy, TryOnRunner
-from domain.tryons import TryOnDesk, TryOnOrder
+from domain.model import JobState, TryOnStatus, UploadStatus
+from tests.builders.worlds import ORDER, TryOnWorld
 from tests.fakes import (
-    FakeImageGenerator,
-    FakeResultStorage,
-    FakeSourceUrlSigner,
-    FakeStore,
-    FakeTryOnQueue,
-    FakeUnitOfWork,
     FixedClock,
-    SequentialIds,
 )
 
 
-class World:
-    def __init__(self) -> None:
-        self.store = FakeStore()
-        self.clock = FixedClock()
-        self.queue = FakeTryOnQueue()
-        self.generator = FakeImageGenerator()
-        self.signer = FakeSourceUrlSigner()
-        self.results = FakeResultStorage()
-        uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
-        self.desk = TryOnDesk(
-            unit_of_work=uow, queue=self.queue, results=self.results, clock=self.clock, ids=SequentialIds()
-        )
-        self.runner = TryOnRunner(
-            policy=RunnerPolicy(max_attempts=3, image_url_ttl_seconds=300, source_retention_seconds=3600),
-            generator=self.generator,
-            signer=self.signer,
-            results=self.results,
-            unit_of_work=uow,
-            queue=self.queue,
-            clock=self.clock,
-            ids=SequentialIds(),
-            jitter=lambda: 0.5,
-        )
-
-    def verified_upload(self, user_id: str = "alice", upload_id: str = "up1", **changes: object) -> Upload:
-        now = self.clock.now()
-        upload = Upload(
-            upload_id=upload_id,
-            user_id=user_id,
-            object_key=f"uploads/{user_id}/{upload_id}",
-            content_type="image/jpeg",
-            content_length=1000,
-            checksum_sha256=None,
-            created_at=now,
-            url_expires_at=now + timedelta(seconds=300),
-            source_expires_at=now + timedelta(days=1),
-            status=UploadStatus.VERIFIED,
-            stored=StoredImage(f"uploads/{user_id}/{upload_id}.jpg", "image/jpeg", 900, 512, 512, "c2hh"),
-        )
-        upload = replace(upload, **changes)  # type: ignore[arg-type]
-        self.store.uploads[upload_id] = upload
-        return upload
-
-    def run_until_settled(self, tryon_id: str, steps: int = 20) -> None:
-        for _ in range(steps):
-            if self.store.tryons[tryon_id].status in (TryOnStatus.SUCCEEDED, TryOnStatus.FAILED):
-                return
-            self.clock.advance(5)
-            self.runner.advance(tryon_id)
-        raise AssertionError("the try-on never settled")
-
-    def events(self) -> list[tuple[str, str]]:
-        return [(e.event, e.outcome) for e in self.store.audit]
-
-
 @pytest.fixture
-def world() -> World:
-    return World()
-
-
-ORDER = TryOnOrder("up1", "a sleek bob with copper highlights")
+def world() -> TryOnWorld:
+    return TryOnWorld()
 
 
 def test_an_order_for_a_verified_upload_is_queued_after_it_is_recorded(world):

@@ -9,6 +9,7 @@ from domain.errors import Conflict, ContentRejected, Forbidden, Gone, NotFound, 
 from domain.faces import FacePolicy
 from domain.model import DetectedFace, Upload, UploadStatus
 from domain.verification import UploadVerifier, VerificationPolicy, sha256_base64
+from tests.builders.records import an_upload
 from tests.fakes import (
     FakeFaceDetector,
     FakeImageSanitizer,
@@ -56,16 +57,7 @@ class World:
     def issue(
         self, data: bytes = IMAGE, *, user_id: str = "alice", upload_id: str = "u1", put: bool = True
     ) -> Upload:
-        upload = Upload(
-            upload_id=upload_id,
-            user_id=user_id,
-            object_key=f"uploads/{user_id}/{upload_id}",
-            content_type="image/jpeg",
-            content_length=len(data),
-            checksum_sha256=None,
-            created_at=self.clock.now(),
-            url_expires_at=self.clock.now() + timedelta(seconds=300),
-        )
+        upload = an_upload(user_id, upload_id, now=self.clock.now(), content_length=len(data))
         self.store.uploads[upload_id] = upload
         if put:
             self.storage.objects[upload.object_key] = FakeObject(data, "image/jpeg")

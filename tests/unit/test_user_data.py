@@ -5,35 +5,8 @@ from datetime import timedelta
 import pytest
 
 from domain.errors import NotFound
-from domain.model import TryOnResult, UploadStatus
-from domain.retention import SourceExpiry
-from domain.user_data import UserData
-from tests.fakes import FakeObject, FakeUnitOfWork, FakeUploadStorage
-from tests.unit.test_tryons import ORDER, World
-
-
-class DataWorld(World):
-    def __init__(self) -> None:
-        super().__init__()
-        self.uploads = FakeUploadStorage()
-        uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
-        self.data = UserData(
-            uploads=self.uploads,
-            results=self.results,
-            queue=self.queue,
-            unit_of_work=uow,
-            clock=self.clock,
-            source_retention_seconds=3600,
-        )
-        self.expiry = SourceExpiry(storage=self.uploads, unit_of_work=uow, clock=self.clock)
-
-    def tried_on(self, user_id: str = "alice", upload_id: str = "up1") -> TryOnResult:
-        upload = self.verified_upload(user_id, upload_id)
-        self.uploads.objects[upload.stored.object_key] = FakeObject(b"clean", "image/jpeg")  # type: ignore[union-attr]
-        tryon = self.desk.order(user_id, ORDER if upload_id == "up1" else ORDER.__class__(upload_id, "a bob"))
-        self.run_until_settled(tryon.tryon_id)
-        [result] = [r for r in self.store.results.values() if r.tryon_id == tryon.tryon_id]
-        return result
+from domain.model import UploadStatus
+from tests.builders.worlds import ORDER, DataWorld
 
 
 @pytest.fixture

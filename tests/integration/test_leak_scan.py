@@ -26,8 +26,10 @@ from devtools.fal_simulator import DEFAULT_KEY
 from devtools.local_stack import start_redis
 from domain.scrubbing import REDACTED, Scrubber
 from tests import leaks
-from tests.conftest import new_bucket_name
-from tests.integration.test_peewee_repositories import _postgres_admin
+from tests.builders.databases import postgres_admin
+from tests.builders.stack import new_bucket_name
+
+pytestmark = pytest.mark.integration
 
 TESTS = Path(__file__).resolve().parents[1]
 SIGNATURE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -115,7 +117,7 @@ def test_a_secret_planted_in_a_sqlite_row_is_found_but_not_in_an_emulators_direc
 def test_a_secret_planted_in_a_postgres_row_is_found_before_the_schema_is_dropped():
     secret = f"planted-{secrets.token_hex(16)}"  # only this test looks for it
     schema = f"leak_scan_{secrets.token_hex(6)}"
-    admin = _postgres_admin()
+    admin = postgres_admin()
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE SCHEMA "{schema}"')
@@ -160,7 +162,7 @@ def test_a_secret_planted_in_redis_is_found_even_compressed_or_base64_encoded():
 
 def test_a_secret_planted_in_a_log_record_is_found_after_the_generic_scrubbing(outside):
     tap = leaks.LogTap(outside / "in-process.log")
-    planted = logging.getLogger("tests.unit.test_leak_scan.planted")
+    planted = logging.getLogger("tests.integration.test_leak_scan.planted")
     planted.propagate = False  # the session's own tap must not see it
     planted.addHandler(tap)
     try:
@@ -180,7 +182,7 @@ def test_a_secret_planted_in_a_log_record_is_found_after_the_generic_scrubbing(o
 def test_the_tap_sees_info_records_that_tests_do_not_see_through_caplog(caplog):
     path = leaks.tap_path()
     assert path is not None, "the session tap is installed by tests/conftest.py"
-    probe, root = logging.getLogger("tests.unit.test_leak_scan.probe"), logging.getLogger()
+    probe, root = logging.getLogger("tests.integration.test_leak_scan.probe"), logging.getLogger()
     level, marker = root.level, secrets.token_hex(8)
     root.setLevel(logging.WARNING)  # as in a plain pytest run
     try:
