@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 25
 """The longest a request may wait for a change: below the 30 s idle limits of common proxies and clients."""
 
+SETTLED = "settled"
+"""What is announced about an upload that is settled (verified, rejected, or gone: deleted, expired). A
+verifier's other verdicts are the code of a retryable refusal (``upload_missing``) or of an outage
+(``storage_unavailable``, ...)."""
+
 T = TypeVar("T")
 
 

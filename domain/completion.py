@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from domain import audit
-from domain.changes import watch
+from domain.changes import SETTLED, watch
 from domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -30,7 +30,6 @@ from domain.model import Upload, UploadStatus
 from domain.objects import user_uploads_prefix
 from domain.ports import ChangeBoard, Clock, Topic, UnitOfWork, UploadStorage, VerificationQueue
 from domain.verification import (
-    SETTLED,
     VerificationPolicy,
     refuse,
     release,

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from domain import audit
-from domain.changes import announce
+from domain.changes import SETTLED, announce
 from domain.errors import Conflict, ContentRejected, DependencyUnavailable, DomainError, Forbidden, Gone
 from domain.faces import FacePolicy
 from domain.model import (
@@ -50,11 +50,6 @@ class VerificationPolicy:
 
 def sha256_base64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-SETTLED = "settled"
-"""The verdict announced when the upload is settled (verified, rejected, or gone); otherwise the verdict is
-the code of a retryable refusal (``upload_missing``) or of an outage (``storage_unavailable``, ...)."""
 
 
 def settled_answer(upload: Upload) -> Upload | None:

@@ -323,7 +323,13 @@ def _services(
         unused_upload_ttl_seconds=settings.unused_upload_ttl_seconds,
         wait_seconds=settings.verify_wait_seconds,
     )
-    expiry = SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock, queue=ports.queue)
+    expiry = SourceExpiry(
+        storage=ports.storage,
+        unit_of_work=unit_of_work,
+        clock=clock,
+        changes=ports.changes,
+        queue=ports.queue,
+    )
     return Services(
         settings=settings,
         scrubber=scrubber_for(settings),
@@ -386,6 +392,7 @@ def _services(
             uploads=ports.storage,
             results=ports.results,
             queue=ports.queue,
+            changes=ports.changes,
             unit_of_work=unit_of_work,
             clock=clock,
             source_retention_seconds=settings.source_retention_seconds,

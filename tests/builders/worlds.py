@@ -95,11 +95,14 @@ class DataWorld(TryOnWorld):
             uploads=self.uploads,
             results=self.results,
             queue=self.queue,
+            changes=self.changes,
             unit_of_work=uow,
             clock=self.clock,
             source_retention_seconds=3600,
         )
-        self.expiry = SourceExpiry(storage=self.uploads, unit_of_work=uow, clock=self.clock)
+        self.expiry = SourceExpiry(
+            storage=self.uploads, unit_of_work=uow, clock=self.clock, changes=self.changes
+        )
 
     def tried_on(self, user_id: str = "alice", upload_id: str = "up1") -> TryOnResult:
         upload = self.verified_upload(user_id, upload_id)

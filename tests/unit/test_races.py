@@ -56,7 +56,9 @@ class RaceWorld(DataWorld):
             unit_of_work=uow,
             clock=self.clock,
         )
-        self.expiry = SourceExpiry(storage=self.uploads, unit_of_work=uow, clock=self.clock, queue=self.queue)
+        self.expiry = SourceExpiry(
+            storage=self.uploads, unit_of_work=uow, clock=self.clock, changes=changes, queue=self.queue
+        )
         self.sweeper = Sweeper(
             policy=SweepPolicy(),
             uploads=self.uploads,
