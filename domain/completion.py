@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from domain import audit
-from domain.changes import SETTLED, watch
+from domain.changes import SETTLED, announce, watch
 from domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -158,6 +158,7 @@ class UploadCompletion:
             if uow.uploads.update(expired):  # lost: deleted meanwhile; gone is still the answer
                 uow.audit.append(audit.upload_expired(upload, now, at_completion=True))
             uow.commit()
+        announce(self._changes, Topic.UPLOAD, upload.upload_id, SETTLED)
         raise Gone(
             "the upload URL expired before the upload was completed; ask for a new one", code="upload_expired"
         )

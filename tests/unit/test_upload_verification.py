@@ -152,6 +152,7 @@ def test_completing_long_after_the_url_expired_is_gone_and_the_object_deleted(wo
     assert (refused.value.code, refused.value.retryable) == ("upload_expired", True)
     assert world.storage.objects == {}
     assert world.store.uploads["u1"].status is UploadStatus.EXPIRED
+    assert [(key, message) for _, key, message in world.changes.announced] == [("u1", "settled")]
     with pytest.raises(Gone):
         world.completion.complete("alice", "u1", upload.object_key)
 
