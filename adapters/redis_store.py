@@ -1,4 +1,4 @@
-"""Redis connections with bounded timeouts, and a readiness probe."""
+"""Redis connections with bounded timeouts, a readiness probe, and the change board on Redis pub/sub."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import redis
 from redis.client import PubSub
 
 from domain.errors import QueueUnavailable
-from domain.ports import VerdictBoard, VerdictListener
+from domain.ports import ChangeBoard, ChangeListener, Topic
 
-VERDICT_CHANNEL = "tryon:verdict:"
+CHANNELS = {Topic.UPLOAD: "tryon:verdict:", Topic.TRYON: "tryon:changed:"}
+"""Each topic's channel prefix (the key follows). Uploads keep the verdict channel they always had."""
 DEFAULT_MAX_WAITERS = 6
-"""Requests of one web process that may wait for a verdict at once: the rest answer 202 at once, so
-issuance and polls always find a free thread (a prototype with 8 threads and 12 waiting completes stalled
-an issuance for 1.3-1.6 s; with 6 waiting, its p99 stayed at 22-31 ms)."""
+"""Requests of one web process that may wait for a change at once (``complete`` and the long polls
+together): the rest answer at once, so issuance and polls always find a free thread (a prototype with 8
+threads and 12 waiting completes stalled an issuance for 1.3-1.6 s; with 6 waiting, its p99 stayed at
+22-31 ms)."""
+SUBSCRIBE_CONFIRM_SECONDS = 1.0
 
 
 def connect_redis(url: str) -> redis.Redis:
@@ -35,12 +38,12 @@ class RedisProbe:
             raise QueueUnavailable("redis is not reachable") from error
 
 
-class _NoVerdict(VerdictListener):
+class _NoWaiting(ChangeListener):
     def wait(self, seconds: float) -> str | None:
         return None
 
 
-class _PubSubListener(VerdictListener):
+class _PubSubListener(ChangeListener):
     def __init__(self, pubsub: PubSub) -> None:
         self._pubsub = pubsub
 
@@ -57,27 +60,33 @@ class _PubSubListener(VerdictListener):
         return None
 
 
-class RedisVerdictBoard(VerdictBoard):
-    """Verdicts over Redis pub/sub: ``complete`` subscribes before it hands the upload off, the verifier
-    publishes once it is settled. A waiter holds one thread and one Redis connection, never a process."""
+class RedisChangeBoard(ChangeBoard):
+    """Changes over Redis pub/sub: a waiter subscribes to the key's channel before it reads (or hands the
+    upload off), whoever commits a change publishes it. A waiter holds one thread and one Redis connection,
+    never a process; with Redis down it answers at once."""
 
     def __init__(self, connection: redis.Redis, max_waiters: int = DEFAULT_MAX_WAITERS) -> None:
         self._connection = connection
         self._waiters = threading.BoundedSemaphore(max_waiters)
 
     @contextmanager
-    def listen(self, upload_id: str) -> Iterator[VerdictListener]:
+    def listen(self, topic: Topic, key: str) -> Iterator[ChangeListener]:
         if not self._waiters.acquire(blocking=False):
-            yield _NoVerdict()  # every waiting place is taken: answer 202 now
+            yield _NoWaiting()  # every waiting place is taken: answer now
             return
         try:
-            pubsub = self._connection.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._connection.pubsub()  # type: ignore[no-untyped-call]
             try:
-                pubsub.subscribe(VERDICT_CHANNEL + upload_id)
+                pubsub.subscribe(CHANNELS[topic] + key)
+                # Redis confirms the subscription before anything is read: a change committed after the
+                # caller's read is published after this, so it is heard.
+                confirmed = pubsub.get_message(timeout=SUBSCRIBE_CONFIRM_SECONDS)
             except redis.RedisError:
+                confirmed = None
+            if confirmed is None or confirmed.get("type") != "subscribe":
                 with suppress(redis.RedisError):
                     pubsub.close()
-                yield _NoVerdict()
+                yield _NoWaiting()
                 return
             try:
                 yield _PubSubListener(pubsub)
@@ -87,8 +96,8 @@ class RedisVerdictBoard(VerdictBoard):
         finally:
             self._waiters.release()
 
-    def announce(self, upload_id: str, verdict: str) -> None:
+    def announce(self, topic: Topic, key: str, message: str) -> None:
         try:
-            self._connection.publish(VERDICT_CHANNEL + upload_id, verdict)
+            self._connection.publish(CHANNELS[topic] + key, message)
         except redis.RedisError as error:
-            raise QueueUnavailable("could not announce the verdict") from error
+            raise QueueUnavailable("could not announce the change") from error

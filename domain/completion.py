@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from domain import audit
+from domain.changes import SETTLED, announce, watch
 from domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -27,9 +28,8 @@ from domain.errors import (
 )
 from domain.model import Upload, UploadStatus
 from domain.objects import user_uploads_prefix
-from domain.ports import Clock, UnitOfWork, UploadStorage, VerdictBoard, VerificationQueue
+from domain.ports import ChangeBoard, Clock, Topic, UnitOfWork, UploadStorage, VerificationQueue
 from domain.verification import (
-    SETTLED,
     VerificationPolicy,
     refuse,
     release,
@@ -37,6 +37,11 @@ from domain.verification import (
 )
 
 log = logging.getLogger(__name__)
+
+UPLOAD_SETTLED = frozenset(
+    (UploadStatus.VERIFIED, UploadStatus.REJECTED, UploadStatus.DELETED, UploadStatus.EXPIRED)
+)
+"""An upload in one of these states has nothing left for the app to wait for: a wait answers at once."""
 
 _OUTAGES: dict[str, type[DependencyUnavailable]] = {
     error.code: error for error in (StorageUnavailable, PersistenceUnavailable, QueueUnavailable)
@@ -50,14 +55,14 @@ class UploadCompletion:
         policy: VerificationPolicy,
         storage: UploadStorage,
         queue: VerificationQueue,
-        verdicts: VerdictBoard,
+        changes: ChangeBoard,
         unit_of_work: Callable[[], UnitOfWork],
         clock: Clock,
     ) -> None:
         self._policy = policy
         self._storage = storage
         self._queue = queue
-        self._verdicts = verdicts
+        self._changes = changes
         self._unit_of_work = unit_of_work
         self._clock = clock
 
@@ -77,7 +82,8 @@ class UploadCompletion:
             return settled
         if now > upload.url_expires_at + timedelta(seconds=self._policy.completion_grace_seconds):
             self._expire(upload, now)
-        with self._verdicts.listen(upload_id) as listener:  # before the hand-off: no verdict is missed
+        # Listening begins before the hand-off, so no verdict is missed.
+        with self._changes.listen(Topic.UPLOAD, upload_id) as listener:
             self._hand_off(upload_id, now)
             verdict = listener.wait(self._policy.wait_seconds)
         current = self._owned(user_id, upload_id, now)
@@ -91,8 +97,20 @@ class UploadCompletion:
         outage = _OUTAGES.get(verdict, DependencyUnavailable)
         raise outage("the verification could not finish; retry", code=verdict)
 
-    def look_up(self, user_id: str, upload_id: str) -> Upload:
-        """The caller's upload as it is now (anyone else's is reported as not found)."""
+    def look_up(self, user_id: str, upload_id: str, wait_seconds: float = 0) -> Upload:
+        """The caller's upload (anyone else's is reported as not found, before any waiting): as it is now,
+        or, given ``wait_seconds``, as soon as it changes (a verdict, a deletion) or once they have passed;
+        a settled upload (verified, rejected, deleted, expired) answers at once."""
+        return watch(
+            self._changes,
+            Topic.UPLOAD,
+            upload_id,
+            wait_seconds=wait_seconds,
+            read=lambda: self._current(user_id, upload_id),
+            settled=lambda upload: upload.status in UPLOAD_SETTLED,
+        )
+
+    def _current(self, user_id: str, upload_id: str) -> Upload:
         with self._unit_of_work() as uow:
             upload = uow.uploads.get(upload_id)
         if upload is None or upload.user_id != user_id:
@@ -140,6 +158,7 @@ class UploadCompletion:
             if uow.uploads.update(expired):  # lost: deleted meanwhile; gone is still the answer
                 uow.audit.append(audit.upload_expired(upload, now, at_completion=True))
             uow.commit()
+        announce(self._changes, Topic.UPLOAD, upload.upload_id, SETTLED)
         raise Gone(
             "the upload URL expired before the upload was completed; ask for a new one", code="upload_expired"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
@@ -173,20 +174,32 @@ class VerificationQueue(Protocol):
         ...
 
 
-class VerdictListener(Protocol):
+class Topic(enum.StrEnum):
+    """What a change is announced about: an upload (its verdict, deletion or expiry) or a try-on."""
+
+    UPLOAD = "upload"
+    TRYON = "tryon"
+
+
+class ChangeListener(Protocol):
     def wait(self, seconds: float) -> str | None:
-        """The verdict announced for the upload since listening began, or None when none came in time."""
+        """The first message announced on the listened-to key since listening began, or None when none
+        came in time, at once when nobody may wait now (every waiting place taken, or the board down)."""
         ...
 
 
-class VerdictBoard(Protocol):
-    """Where the verifier announces each verdict and the web's waiting ``complete`` hears it."""
+class ChangeBoard(Protocol):
+    """Where a change is announced once it is committed, and where a waiting request hears it: the web's
+    ``complete`` (an upload's verdict) and the long polls (``GET ...?wait=N``). One per process, with a
+    bounded number of waiting places shared by every waiter, so a waiter never starves other requests."""
 
-    def listen(self, upload_id: str) -> AbstractContextManager[VerdictListener]:
-        """Start listening for the upload's verdict (before handing it off, so none is missed)."""
+    def listen(self, topic: Topic, key: str) -> AbstractContextManager[ChangeListener]:
+        """Start listening for the key's changes (before reading or handing off, so none is missed)."""
         ...
 
-    def announce(self, upload_id: str, verdict: str) -> None: ...
+    def announce(self, topic: Topic, key: str, message: str) -> None:
+        """Raises QueueUnavailable; announcing is best effort (the database holds the state)."""
+        ...
 
 
 class AuditLog(Protocol):

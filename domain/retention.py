@@ -8,8 +8,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from domain import audit
+from domain.changes import SETTLED, announce
 from domain.model import Upload, UploadStatus
-from domain.ports import Clock, TryOnQueue, UnitOfWork, UploadStorage
+from domain.ports import ChangeBoard, Clock, Topic, TryOnQueue, UnitOfWork, UploadStorage
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,18 @@ class SourceExpiry:
         storage: UploadStorage,
         unit_of_work: Callable[[], UnitOfWork],
         clock: Clock,
+        changes: ChangeBoard,
         queue: TryOnQueue | None = None,
     ) -> None:
         self._storage = storage
+        self._changes = changes
         self._unit_of_work = unit_of_work
         self._clock = clock
         self._queue = queue
+
+    def announce_gone(self, upload_id: str) -> None:
+        """A waiting ``GET /v1/uploads/{id}?wait`` learns at once that the upload expired or was deleted."""
+        announce(self._changes, Topic.UPLOAD, upload_id, SETTLED)
 
     def expire(self, upload_id: str) -> bool:
         """Delete the stored selfie if its deadline has passed, no try-on still needs it and none of its
@@ -65,6 +72,7 @@ class SourceExpiry:
             if deadline is not None and deadline > now and self._queue is not None:
                 self._queue.expire_upload_at(upload_id, deadline)
             return False
+        self.announce_gone(upload_id)
         for key in deleted.object_keys():
             self._storage.delete(key)
         log.info("source selfie deleted", extra={"upload_id": upload_id, "reason": "retention"})

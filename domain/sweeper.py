@@ -144,5 +144,7 @@ class Sweeper:
         won = self._objects_then_rows.delete(rows, upload_keys=keys)
         if not won:
             return
+        if never_completed:
+            self._expiry.announce_gone(upload.upload_id)
         counts.objects_purged += 1
         counts.intents_expired += int(never_completed)

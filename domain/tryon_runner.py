@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from domain import audit
+from domain.changes import announce
 from domain.errors import DependencyUnavailable, GenerationFailed
 from domain.model import (
     TERMINAL,
@@ -30,11 +31,13 @@ from domain.model import (
 )
 from domain.objects import result_object_key
 from domain.ports import (
+    ChangeBoard,
     Clock,
     IdGenerator,
     ImageGenerator,
     ResultStorage,
     SourceUrlSigner,
+    Topic,
     TryOnQueue,
     UnitOfWork,
 )
@@ -71,6 +74,7 @@ class TryOnRunner:
         results: ResultStorage,
         unit_of_work: Callable[[], UnitOfWork],
         queue: TryOnQueue,
+        changes: ChangeBoard,
         clock: Clock,
         ids: IdGenerator,
         jitter: Callable[[], float] = random.random,
@@ -81,6 +85,7 @@ class TryOnRunner:
         self._results = results
         self._unit_of_work = unit_of_work
         self._queue = queue
+        self._changes = changes
         self._clock = clock
         self._ids = ids
         self._jitter = jitter
@@ -282,6 +287,7 @@ class TryOnRunner:
         if not won:
             self._discard(tryon, now, stored, source_kept=source_kept)
             return
+        announce(self._changes, Topic.TRYON, tryon.tryon_id, done.status.value)
         self._schedule_source_deletion(tryon, now)
         log.info("try-on succeeded", extra={"tryon_id": tryon.tryon_id, "results": len(stored)})
 
@@ -307,7 +313,8 @@ class TryOnRunner:
 
     def _save(self, tryon: TryOn, event: AuditEvent | None = None) -> bool:
         """Write the step's outcome if nothing changed the try-on since this step claimed it; False when
-        something did (erased, or a twin step after a lost lease): this step then stops."""
+        something did (erased, or a twin step after a lost lease): this step then stops. An outcome with
+        an event is one the app sees (running, retrying, failed): it is announced once committed."""
         with self._unit_of_work() as uow:
             won = uow.tryons.update(tryon)
             if won and event is not None:
@@ -315,4 +322,6 @@ class TryOnRunner:
             uow.commit()
         if not won:
             log.info("try-on step lost a race", extra={"tryon_id": tryon.tryon_id})
+        elif event is not None:
+            announce(self._changes, Topic.TRYON, tryon.tryon_id, tryon.status.value)
         return won

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
 from domain import audit
+from domain.changes import watch
 from domain.errors import Conflict, DependencyUnavailable, Gone, InvalidRequest, LimitExceeded, NotFound
-from domain.model import TryOn, TryOnResult, UploadStatus
-from domain.ports import Clock, IdGenerator, ResultStorage, TryOnQueue, UnitOfWork
+from domain.model import TERMINAL, TryOn, TryOnResult, UploadStatus
+from domain.ports import ChangeBoard, Clock, IdGenerator, ResultStorage, Topic, TryOnQueue, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,11 @@ class TryOnDesk:
         results: ResultStorage,
         clock: Clock,
         ids: IdGenerator,
+        changes: ChangeBoard,
         limits: TryOnLimits | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
+        self._changes = changes
         self._results = results
         self._queue = queue
         self._clock = clock
@@ -147,7 +150,22 @@ class TryOnDesk:
                 retry_after_seconds=math.ceil((resets_at - now).total_seconds()),
             )
 
-    def look_up(self, user_id: str, tryon_id: str) -> tuple[TryOn, list[TryOnResult]]:
+    def look_up(
+        self, user_id: str, tryon_id: str, wait_seconds: float = 0
+    ) -> tuple[TryOn, list[TryOnResult]]:
+        """The caller's try-on and its results (anyone else's is reported as not found, before any
+        waiting): as it is now, or, given ``wait_seconds``, as soon as it changes (running, retrying,
+        settled) or once they have passed; a settled try-on answers at once."""
+        return watch(
+            self._changes,
+            Topic.TRYON,
+            tryon_id,
+            wait_seconds=wait_seconds,
+            read=lambda: self._current(user_id, tryon_id),
+            settled=lambda found: found[0].status in TERMINAL,
+        )
+
+    def _current(self, user_id: str, tryon_id: str) -> tuple[TryOn, list[TryOnResult]]:
         with self._unit_of_work() as uow:
             tryon = uow.tryons.get(tryon_id)
             if tryon is None or tryon.user_id != user_id:

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from domain import audit
+from domain.changes import SETTLED, announce
 from domain.deletion import DeletedUploadPurge, ObjectsThenRows
 from domain.errors import NotFound
 from domain.model import UploadStatus
-from domain.ports import Clock, ResultStorage, TryOnQueue, UnitOfWork, UploadStorage
+from domain.ports import ChangeBoard, Clock, ResultStorage, Topic, TryOnQueue, UnitOfWork, UploadStorage
 from domain.retention import restart_retention
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,13 @@ class UserData:
         uploads: UploadStorage,
         results: ResultStorage,
         queue: TryOnQueue,
+        changes: ChangeBoard,
         unit_of_work: Callable[[], UnitOfWork],
         clock: Clock,
         source_retention_seconds: int,
     ) -> None:
         self._uploads = uploads
+        self._changes = changes
         self._results = results
         self._queue = queue
         self._unit_of_work = unit_of_work
@@ -103,6 +106,7 @@ class UserData:
             uow.uploads.mark_deleted(upload_id, now)
             uow.audit.append(audit.upload_deleted(user_id, upload_id, now, "user_request"))
             uow.commit()
+        announce(self._changes, Topic.UPLOAD, upload_id, SETTLED)
         with self._unit_of_work() as uow:
             deleted = uow.uploads.get(upload_id)  # as it is now: what a verification stored is on it
         if deleted is not None and deleted.status is UploadStatus.DELETED:
@@ -134,6 +138,8 @@ class UserData:
 
         keys = [key for upload in uploads for key in upload.object_keys()]
         tryons = self._objects_then_rows.delete(rows, upload_keys=keys, results=results)
+        for upload in uploads:  # a waiting GET finds it gone (404) at once
+            announce(self._changes, Topic.UPLOAD, upload.upload_id, SETTLED)
         counts = {"uploads": len(uploads), "results": len(results), "tryons": tryons}
         log.info("user data erased", extra={"user_id": user_id, **counts})
         return Erasure(len(uploads), len(results), tryons)

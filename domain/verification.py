@@ -2,7 +2,7 @@
 
 Runs in the ``verifier`` process on an upload the web claimed (``domain/completion.py``). Only a real,
 sane image with one face goes on; everything else is deleted, audited and recorded with a clear reason.
-Every outcome is announced on the verdict board, so a waiting ``complete`` answers at once.
+Every outcome is announced on the change board, so a waiting ``complete`` (or ``GET ?wait``) answers at once.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from domain import audit
+from domain.changes import SETTLED, announce
 from domain.errors import Conflict, ContentRejected, DependencyUnavailable, DomainError, Forbidden, Gone
 from domain.faces import FacePolicy
 from domain.model import (
@@ -25,7 +26,7 @@ from domain.model import (
     UploadStatus,
 )
 from domain.objects import source_object_key
-from domain.ports import Clock, FaceDetector, ImageSanitizer, UnitOfWork, UploadStorage, VerdictBoard
+from domain.ports import ChangeBoard, Clock, FaceDetector, ImageSanitizer, Topic, UnitOfWork, UploadStorage
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,6 @@ class VerificationPolicy:
 
 def sha256_base64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-SETTLED = "settled"
-"""The verdict announced when the upload is settled (verified, rejected, or gone); otherwise the verdict is
-the code of a retryable refusal (``upload_missing``) or of an outage (``storage_unavailable``, ...)."""
 
 
 def settled_answer(upload: Upload) -> Upload | None:
@@ -97,7 +93,7 @@ class UploadVerifier:
         storage: UploadStorage,
         sanitizer: ImageSanitizer,
         detector: FaceDetector,
-        verdicts: VerdictBoard,
+        changes: ChangeBoard,
         unit_of_work: Callable[[], UnitOfWork],
         clock: Clock,
     ) -> None:
@@ -106,7 +102,7 @@ class UploadVerifier:
         self._storage = storage
         self._sanitizer = sanitizer
         self._detector = detector
-        self._verdicts = verdicts
+        self._changes = changes
         self._unit_of_work = unit_of_work
         self._clock = clock
 
@@ -132,14 +128,9 @@ class UploadVerifier:
         except DomainError:
             verdict = SETTLED  # rejected (recorded), or lost to a deletion (cleaned up)
         finally:
-            self._announce(upload_id, verdict)
+            # Not announced (the board down): a waiting complete answers 202; the row holds the verdict.
+            announce(self._changes, Topic.UPLOAD, upload_id, verdict)
         return verdict
-
-    def _announce(self, upload_id: str, verdict: str) -> None:
-        try:
-            self._verdicts.announce(upload_id, verdict)
-        except DependencyUnavailable:  # a waiting complete then answers 202; the row holds the verdict
-            log.warning("verdict not announced", extra={"upload_id": upload_id})
 
     def _verify(self, upload: Upload, now: datetime) -> Upload:
         info = self._storage.head(upload.object_key)

@@ -25,7 +25,7 @@ from adapters.peewee_db import (
     read_counts,
 )
 from adapters.pillow_images import PillowImageSanitizer, SandboxedImageSanitizer
-from adapters.redis_store import RedisProbe, RedisVerdictBoard, connect_redis
+from adapters.redis_store import RedisChangeBoard, RedisProbe, connect_redis
 from adapters.rq_queue import RqTryOnQueue, RqVerificationQueue, TryOnJobs
 from adapters.s3_provisioning import (
     EXPIRING,
@@ -44,6 +44,7 @@ from domain.faces import FacePolicy
 from domain.model import AuditEvent
 from domain.ports import (
     Authenticator,
+    ChangeBoard,
     Clock,
     FaceDetector,
     IdGenerator,
@@ -55,7 +56,6 @@ from domain.ports import (
     UnitOfWork,
     UploadStorage,
     UploadUrlSigner,
-    VerdictBoard,
     VerificationQueue,
 )
 from domain.retention import SourceExpiry
@@ -138,7 +138,7 @@ class Adapters:
     source_signer: SourceUrlSigner | None = None
     results: ResultStorage | None = None
     verification_queue: VerificationQueue | None = None
-    verdicts: VerdictBoard | None = None
+    changes: ChangeBoard | None = None
 
 
 @dataclass
@@ -213,7 +213,7 @@ def _compose(
         built.read_counts = partial(read_counts, database)
     if None in (ports.signer, ports.storage, ports.results, ports.source_signer):
         _s3(settings, ports, built.checks)
-    if None in (rate_limit_storage_uri, ports.queue, ports.verification_queue, ports.verdicts):
+    if None in (rate_limit_storage_uri, ports.queue, ports.verification_queue, ports.changes):
         built.redis = connect_redis(settings.redis_url)
         if ports.queue is None:
             rq_queue = rq_tryon_queue(built.redis)
@@ -221,7 +221,7 @@ def _compose(
         ports.verification_queue = ports.verification_queue or RqVerificationQueue(
             built.redis, jobs.verify_upload
         )
-        ports.verdicts = ports.verdicts or RedisVerdictBoard(built.redis)
+        ports.changes = ports.changes or RedisChangeBoard(built.redis)  # one per process: one waiter cap
         built.checks["redis"] = RedisProbe(built.redis).check
     if ports.generator is None and settings.fal_api_key:
         ports.generator = FalQueueGenerator(
@@ -296,7 +296,7 @@ def _services(
     rate_limit_storage_uri: str,
 ) -> Services:
     assert ports.unit_of_work and ports.storage and ports.signer and ports.queue
-    assert ports.results and ports.source_signer and ports.verification_queue and ports.verdicts
+    assert ports.results and ports.source_signer and ports.verification_queue and ports.changes
     clock, ids, unit_of_work = ports.clock or SystemClock(), ports.ids or RandomIds(), ports.unit_of_work
     detector = ports.detector or MtcnnFaceDetector()
     runner = None
@@ -312,6 +312,7 @@ def _services(
             results=ports.results,
             unit_of_work=unit_of_work,
             queue=ports.queue,
+            changes=ports.changes,
             clock=clock,
             ids=ids,
         )
@@ -322,7 +323,13 @@ def _services(
         unused_upload_ttl_seconds=settings.unused_upload_ttl_seconds,
         wait_seconds=settings.verify_wait_seconds,
     )
-    expiry = SourceExpiry(storage=ports.storage, unit_of_work=unit_of_work, clock=clock, queue=ports.queue)
+    expiry = SourceExpiry(
+        storage=ports.storage,
+        unit_of_work=unit_of_work,
+        clock=clock,
+        changes=ports.changes,
+        queue=ports.queue,
+    )
     return Services(
         settings=settings,
         scrubber=scrubber_for(settings),
@@ -353,13 +360,13 @@ def _services(
             policy=verification,
             storage=ports.storage,
             queue=ports.verification_queue,
-            verdicts=ports.verdicts,
+            changes=ports.changes,
             unit_of_work=unit_of_work,
             clock=clock,
         ),
         upload_verifier=UploadVerifier(
             policy=verification,
-            verdicts=ports.verdicts,
+            changes=ports.changes,
             faces=FacePolicy(),
             storage=ports.storage,
             sanitizer=sanitizer,
@@ -375,6 +382,7 @@ def _services(
             results=ports.results,
             clock=clock,
             ids=ids,
+            changes=ports.changes,
             limits=TryOnLimits(
                 max_active=settings.max_active_tryons, daily_images=settings.daily_image_quota
             ),
@@ -384,6 +392,7 @@ def _services(
             uploads=ports.storage,
             results=ports.results,
             queue=ports.queue,
+            changes=ports.changes,
             unit_of_work=unit_of_work,
             clock=clock,
             source_retention_seconds=settings.source_retention_seconds,

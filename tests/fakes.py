@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ from domain.errors import (
     ContentRejected,
     GenerationFailed,
     PersistenceUnavailable,
+    QueueUnavailable,
     StorageUnavailable,
     Unauthenticated,
 )
@@ -41,6 +43,8 @@ from domain.model import (
 from domain.ports import (
     AuditLog,
     Authenticator,
+    ChangeBoard,
+    ChangeListener,
     Clock,
     FaceDetector,
     IdGenerator,
@@ -49,6 +53,7 @@ from domain.ports import (
     ResultRepository,
     ResultStorage,
     SourceUrlSigner,
+    Topic,
     TryOnQueue,
     TryOnRepository,
     UnitOfWork,
@@ -56,8 +61,6 @@ from domain.ports import (
     UploadStorage,
     UploadUrlSigner,
     UsageRepository,
-    VerdictBoard,
-    VerdictListener,
     VerificationQueue,
 )
 from domain.verification import UploadVerifier
@@ -577,30 +580,64 @@ class FakeImageGenerator(ImageGenerator):
         return DownloadedImage(b"\xff\xd8\xffRESULT:" + image.url.encode(), "image/jpeg")
 
 
-class FakeVerdictListener(VerdictListener):
-    def __init__(self, board: FakeVerdictBoard, upload_id: str) -> None:
+class _NoWaiting(ChangeListener):
+    def wait(self, seconds: float) -> str | None:
+        return None
+
+
+class FakeChangeListener(ChangeListener):
+    def __init__(self, board: FakeChangeBoard, topic: Topic, key: str) -> None:
         self._board = board
-        self._upload_id = upload_id
+        self._at = (topic, key)
 
     def wait(self, seconds: float) -> str | None:
-        self._board.waited.append(seconds)
-        return self._board.heard.get(self._upload_id)
+        board = self._board
+        with board.changed:
+            board.waited.append(seconds)
+            if board.blocking:
+                board.changed.wait_for(lambda: self._at in board.heard, timeout=seconds)
+            return board.heard.get(self._at)
 
 
-class FakeVerdictBoard(VerdictBoard):
-    """Verdicts announced are heard by listeners of the same upload (no real waiting)."""
+class FakeChangeBoard(ChangeBoard):
+    """Changes announced are heard by listeners of the same topic and key. By default nobody waits (a
+    listener hears what was announced since it began, else None at once); ``blocking`` waits as Redis
+    would, until an announcement or the time runs out. ``places`` caps the listeners at once (the rest
+    hear nothing, at once); ``down`` makes announcing fail and listening hear nothing."""
 
-    def __init__(self) -> None:
-        self.heard: dict[str, str] = {}
+    def __init__(self, *, blocking: bool = False, places: int | None = None, down: bool = False) -> None:
+        self.blocking = blocking
+        self.places = places
+        self.down = down
+        self.changed = threading.Condition()
+        self.heard: dict[tuple[Topic, str], str] = {}
+        self.announced: list[tuple[Topic, str, str]] = []
         self.waited: list[float] = []
+        self.listening = 0
 
     @contextmanager
-    def listen(self, upload_id: str) -> Iterator[VerdictListener]:
-        self.heard.pop(upload_id, None)  # a listener hears only what is announced after it began
-        yield FakeVerdictListener(self, upload_id)
+    def listen(self, topic: Topic, key: str) -> Iterator[ChangeListener]:
+        with self.changed:
+            self.heard.pop((topic, key), None)  # a listener hears only what is announced after it began
+            refused = self.down or (self.places is not None and self.listening >= self.places)
+            if not refused:
+                self.listening += 1
+        if refused:
+            yield _NoWaiting()
+            return
+        try:
+            yield FakeChangeListener(self, topic, key)
+        finally:
+            with self.changed:
+                self.listening -= 1
 
-    def announce(self, upload_id: str, verdict: str) -> None:
-        self.heard[upload_id] = verdict
+    def announce(self, topic: Topic, key: str, message: str) -> None:
+        if self.down:
+            raise QueueUnavailable("the fake board is down")
+        with self.changed:
+            self.announced.append((topic, key, message))
+            self.heard[(topic, key)] = message
+            self.changed.notify_all()
 
 
 class FakeVerificationQueue(VerificationQueue):

@@ -10,12 +10,12 @@ from flask.testing import FlaskClient
 from entrypoints.bootstrap import Services, bootstrap
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.fakes import FakeVerdictBoard, FakeVerificationQueue
+from tests.fakes import FakeChangeBoard, FakeVerificationQueue
 
 
 def bootstrap_verifying_inline(settings: Settings | None = None, **overrides: Any) -> Services:
     queue = FakeVerificationQueue()
-    overrides.setdefault("verdicts", FakeVerdictBoard())
+    overrides.setdefault("changes", FakeChangeBoard())
     services = bootstrap(settings, verification_queue=queue, **overrides)
     queue.verifier = services.upload_verifier
     return services

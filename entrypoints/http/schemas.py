@@ -10,6 +10,7 @@ from typing import Any
 
 import marshmallow as ma
 
+from domain.changes import MAX_WAIT_SECONDS
 from domain.model import ALLOWED_CONTENT_TYPES, HARD_MAX_UPLOAD_BYTES
 
 UTC_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
@@ -121,3 +122,27 @@ class UploadStateSchema(ma.Schema):
 class VerifyingUploadSchema(ma.Schema):
     upload_id = ma.fields.String(required=True)
     status = ma.fields.String(required=True, metadata={"enum": ["verifying"]})
+
+
+class WaitSeconds(ma.fields.Integer):
+    """Whole seconds in plain ASCII digits: "7", never "7.0", "+7", " 7", "1e1" or a non-ASCII digit."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9):
+            raise self.make_error("invalid")
+        number: int = super()._deserialize(value, attr, data, **kwargs)
+        return number
+
+
+class WaitQuerySchema(ma.Schema):
+    wait = WaitSeconds(
+        load_default=0,
+        validate=ma.validate.Range(min=0, max=MAX_WAIT_SECONDS),
+        metadata={
+            "description": (
+                "Long poll: answer as soon as the state changes, or with the unchanged state after this "
+                f"many seconds (0-{MAX_WAIT_SECONDS}). A settled resource answers at once. Absent or 0: "
+                "answer now. A busy server may answer sooner, unchanged: just ask again."
+            )
+        },
+    )

@@ -12,6 +12,7 @@ from flask_smorest import Blueprint
 from domain.tryons import TryOnOrder
 from entrypoints.http.context import services
 from entrypoints.http.problems import documents_problem
+from entrypoints.http.schemas import WaitQuerySchema
 from entrypoints.http.security import current_user_id
 from entrypoints.http.tryon_schemas import (
     IdempotencyHeaderSchema,
@@ -52,13 +53,19 @@ class TryOns(MethodView):
 
 @blp.route("/tryons/<string:tryon_id>")
 class TryOnById(MethodView):
+    @blp.arguments(WaitQuerySchema, location="query")
     @blp.response(200, TryOnSchema)
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "tryon_not_found (also for another user's try-on)")
+    @documents_problem(blp, 422, "validation_error: wait is not a whole number of seconds from 0 to 25")
     @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
-    def get(self, tryon_id: str) -> dict[str, Any]:
-        """The try-on's progress, its error if it failed, and its results once it succeeded."""
-        tryon, results = services().tryon_desk.look_up(current_user_id(), tryon_id)
+    def get(self, query: dict[str, Any], tryon_id: str) -> dict[str, Any]:
+        """The try-on's progress, its error if it failed, and its results once it succeeded.
+
+        With ``?wait=N`` (N ≤ 25) the answer comes as soon as the state changes (running, retrying,
+        succeeded, failed), or unchanged after N seconds; a succeeded or failed try-on answers at once.
+        The app asks with ``?wait=25`` in a loop until the status is succeeded or failed."""
+        tryon, results = services().tryon_desk.look_up(current_user_id(), tryon_id, query["wait"])
         return {
             "tryon_id": tryon.tryon_id,
             "upload_id": tryon.upload_id,

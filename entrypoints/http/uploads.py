@@ -18,6 +18,7 @@ from entrypoints.http.schemas import (
     UploadTicketSchema,
     VerifiedUploadSchema,
     VerifyingUploadSchema,
+    WaitQuerySchema,
 )
 from entrypoints.http.security import current_user_id
 
@@ -103,14 +104,20 @@ class CompleteUpload(MethodView):
 
 @blp.route("/<string:upload_id>")
 class UploadState(MethodView):
+    @blp.arguments(WaitQuerySchema, location="query")
     @blp.response(200, UploadStateSchema)
     @documents_problem(blp, 401, "unauthenticated: missing or invalid token")
     @documents_problem(blp, 404, "upload_not_found (also for another user's upload)")
+    @documents_problem(blp, 422, "validation_error: wait is not a whole number of seconds from 0 to 25")
     @documents_problem(blp, 503, "database_unavailable | auth_unavailable (retryable)")
-    def get(self, upload_id: str) -> dict[str, Any]:
+    def get(self, query: dict[str, Any], upload_id: str) -> dict[str, Any]:
         """The upload's state: issued, verifying, verified (with the stored image's fields), rejected (with
-        the reason in ``error``), deleted or expired."""
-        upload: Upload = services().upload_completion.look_up(current_user_id(), upload_id)
+        the reason in ``error``), deleted or expired.
+
+        With ``?wait=N`` (N ≤ 25) the answer comes as soon as the state changes (the verifier's verdict,
+        a deletion), or unchanged after N seconds; a verified, rejected, deleted or expired upload answers
+        at once. Follow a 202 from complete with ``?wait=25`` until the status settles."""
+        upload: Upload = services().upload_completion.look_up(current_user_id(), upload_id, query["wait"])
         if upload.status is UploadStatus.VERIFIED and upload.stored is not None:
             return {**_verified_fields(upload), "error": None}
         error = None

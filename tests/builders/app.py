@@ -32,6 +32,7 @@ def build_app(
     generator: fakes.FakeImageGenerator | None = None,
     queue: fakes.FakeTryOnQueue | None = None,
     settings: Settings = SETTINGS,
+    changes: fakes.FakeChangeBoard | None = None,
 ) -> Flask:
     """The real app and domain with every port faked: no network, no database, no model; the verifier
     runs inline, as a verifier process answering in time."""
@@ -50,6 +51,7 @@ def build_app(
         clock=fakes.FixedClock(),
         readiness_checks=readiness_checks or {"database": lambda: None},
         rate_limit_storage_uri="memory://",
+        changes=changes or fakes.FakeChangeBoard(),
     )
     return create_app(services, configure_logs=False)
 

@@ -13,6 +13,7 @@ from domain.tryons import TryOnDesk, TryOnOrder
 from domain.user_data import UserData
 from tests.builders.records import an_upload
 from tests.fakes import (
+    FakeChangeBoard,
     FakeImageGenerator,
     FakeObject,
     FakeResultStorage,
@@ -36,9 +37,15 @@ class TryOnWorld:
         self.generator = FakeImageGenerator()
         self.signer = FakeSourceUrlSigner()
         self.results = FakeResultStorage()
+        self.changes = FakeChangeBoard()
         uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
         self.desk = TryOnDesk(
-            unit_of_work=uow, queue=self.queue, results=self.results, clock=self.clock, ids=SequentialIds()
+            unit_of_work=uow,
+            queue=self.queue,
+            results=self.results,
+            clock=self.clock,
+            ids=SequentialIds(),
+            changes=self.changes,
         )
         self.runner = TryOnRunner(
             policy=RunnerPolicy(max_attempts=3, image_url_ttl_seconds=300, source_retention_seconds=3600),
@@ -47,6 +54,7 @@ class TryOnWorld:
             results=self.results,
             unit_of_work=uow,
             queue=self.queue,
+            changes=self.changes,
             clock=self.clock,
             ids=SequentialIds(),
             jitter=lambda: 0.5,
@@ -87,11 +95,14 @@ class DataWorld(TryOnWorld):
             uploads=self.uploads,
             results=self.results,
             queue=self.queue,
+            changes=self.changes,
             unit_of_work=uow,
             clock=self.clock,
             source_retention_seconds=3600,
         )
-        self.expiry = SourceExpiry(storage=self.uploads, unit_of_work=uow, clock=self.clock)
+        self.expiry = SourceExpiry(
+            storage=self.uploads, unit_of_work=uow, clock=self.clock, changes=self.changes
+        )
 
     def tried_on(self, user_id: str = "alice", upload_id: str = "up1") -> TryOnResult:
         upload = self.verified_upload(user_id, upload_id)

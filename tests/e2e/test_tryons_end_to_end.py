@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 from flask.testing import FlaskClient
 
 from adapters.mtcnn_faces import MtcnnFaceDetector
@@ -16,10 +17,19 @@ from adapters.peewee_db import AuditRow, ResultRow, open_database
 from adapters.peewee_db.database import execute_sql
 from adapters.s3_storage import make_s3_client
 from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.local_stack import start_gunicorn
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
 from tests import leaks
-from tests.builders.stack import Workers, on_simulator, order, settled, verified_upload
+from tests.builders.stack import (
+    SETTLED,
+    Workers,
+    environment,
+    on_simulator,
+    order,
+    settled,
+    verified_upload,
+)
 from tests.inline import bootstrap_verifying_inline, inline_client
 
 pytestmark = pytest.mark.e2e
@@ -132,6 +142,41 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_tryon_finishes_once(client,
     assert len(body["results"]) == 1
     assert ResultRow.select().where(ResultRow.tryon_id == tryon_id).count() == 1
     assert simulator.counts().submissions == 1
+
+
+def test_a_long_poll_learns_each_change_at_once_with_a_few_gets(
+    client, auth, workers, tryon_settings, simulator, tmp_path
+):
+    """A real gunicorn web holds ``?wait=25`` in a thread until the worker announces a change on Redis."""
+    work_seconds = 4
+    simulator.set_work_seconds(work_seconds)
+    workers.start()
+    upload_id = verified_upload(client, auth)
+    with start_gunicorn(environment(tryon_settings), log_path=tmp_path / "web.log") as web:
+        accepted = requests.post(
+            f"{web.url}/v1/tryons",
+            json={"upload_id": upload_id, "style_prompt": "a sleek copper bob"},
+            headers=auth,
+            timeout=10,
+        )
+        assert accepted.status_code == 202, accepted.text
+        tryon_id = accepted.json()["tryon_id"]
+        started = time.monotonic()
+        answers: list[tuple[str, float]] = []
+        while not answers or answers[-1][0] not in SETTLED:
+            assert len(answers) < 4, (answers, workers.logs())
+            asked = time.monotonic()
+            response = requests.get(f"{web.url}/v1/tryons/{tryon_id}?wait=25", headers=auth, timeout=35)
+            assert response.status_code == 200, response.text
+            answers.append((response.json()["status"], time.monotonic() - asked))
+        took = time.monotonic() - started
+    leaks.keep_output("the web's output", (tmp_path / "web.log").read_text(errors="replace"))
+
+    assert answers[0][0] != "queued"  # the first GET, right after the POST, answered the change
+    assert answers[-1][0] == "succeeded", workers.logs()
+    assert all(seconds < 20 for _, seconds in answers)  # each woken by a change, none ran out its 25 s
+    assert took >= work_seconds  # a 1 s poll would have asked at least work_seconds + 1 times
+    assert len(answers) <= 4 < work_seconds + 1
 
 
 def redis_dump(url: str) -> str:

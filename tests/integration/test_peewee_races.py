@@ -15,7 +15,7 @@ from domain.errors import LimitExceeded
 from domain.model import StoredImage, TryOn, TryOnResult, TryOnStatus, UploadStatus
 from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder
 from tests.builders.databases import T0, Backend, an_intent
-from tests.fakes import FakeResultStorage, FakeTryOnQueue, FixedClock, SequentialIds
+from tests.fakes import FakeChangeBoard, FakeResultStorage, FakeTryOnQueue, FixedClock, SequentialIds
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +48,7 @@ def a_desk(
         results=FakeResultStorage(),
         clock=FixedClock(T0),
         ids=ids or SequentialIds(),
+        changes=FakeChangeBoard(),
         limits=limits,
     )
 

@@ -20,10 +20,10 @@ from domain.verification import UploadVerifier, VerificationPolicy
 from tests.builders.records import an_upload
 from tests.builders.worlds import DataWorld
 from tests.fakes import (
+    FakeChangeBoard,
     FakeImageSanitizer,
     FakeObject,
     FakeUnitOfWork,
-    FakeVerdictBoard,
     FakeVerificationQueue,
     SequentialIds,
 )
@@ -37,14 +37,14 @@ class RaceWorld(DataWorld):
         uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
         self.hooks: list[object] = []
         policy = VerificationPolicy(max_upload_bytes=16 * 1024 * 1024, unused_upload_ttl_seconds=86400)
-        verdicts, verifications = FakeVerdictBoard(), FakeVerificationQueue()
+        changes, verifications = FakeChangeBoard(), FakeVerificationQueue()
         verifications.verifier = UploadVerifier(
             policy=policy,
             faces=FacePolicy(),
             storage=self.uploads,
             sanitizer=FakeImageSanitizer(),
             detector=self,
-            verdicts=verdicts,
+            changes=changes,
             unit_of_work=uow,
             clock=self.clock,
         )
@@ -52,11 +52,13 @@ class RaceWorld(DataWorld):
             policy=policy,
             storage=self.uploads,
             queue=verifications,
-            verdicts=verdicts,
+            changes=changes,
             unit_of_work=uow,
             clock=self.clock,
         )
-        self.expiry = SourceExpiry(storage=self.uploads, unit_of_work=uow, clock=self.clock, queue=self.queue)
+        self.expiry = SourceExpiry(
+            storage=self.uploads, unit_of_work=uow, clock=self.clock, changes=changes, queue=self.queue
+        )
         self.sweeper = Sweeper(
             policy=SweepPolicy(),
             uploads=self.uploads,
@@ -278,6 +280,7 @@ class LimitWorld(RaceWorld):
             results=self.results,
             clock=self.clock,
             ids=SequentialIds(),
+            changes=FakeChangeBoard(),
             limits=TryOnLimits(max_active=3, daily_images=40),
         )
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from domain.model import Upload, UploadStatus
+from domain.ports import Topic
 from domain.sweeper import Sweeper, SweepPolicy
 from tests.builders.worlds import DataWorld
 from tests.fakes import FakeObject, FakeUnitOfWork
@@ -157,3 +158,15 @@ def test_an_erasure_cut_short_leaves_its_selfies_for_the_sweep_to_finish(world, 
 
     assert world.uploads.objects == {} and world.results.objects == {}
     assert world.store.results == {}
+
+
+def test_an_upload_the_sweep_expires_is_announced_to_its_waiting_requests(world):
+    world.intent("never", UploadStatus.ISSUED)
+    world.intent("rejected", UploadStatus.REJECTED)
+    world.clock.advance(300 + 60 + 900)
+
+    world.sweeper.sweep()
+
+    assert [(key, message) for topic, key, message in world.changes.announced if topic is Topic.UPLOAD] == [
+        ("never", "settled")
+    ]

@@ -7,6 +7,7 @@ import pytest
 
 from domain.errors import Conflict, GenerationFailed, Gone, InvalidRequest, NotFound
 from domain.model import JobState, TryOnStatus, UploadStatus
+from domain.ports import Topic
 from tests.builders.worlds import ORDER, TryOnWorld
 from tests.fakes import (
     FixedClock,
@@ -273,3 +274,47 @@ def test_a_result_image_is_served_to_its_owner_only(world):
     assert data == world.results.objects[result.object_key].data
     with pytest.raises(NotFound):
         world.desk.result_image("mallory", result.result_id)
+
+
+def test_each_change_the_app_sees_is_announced_once_committed_and_a_poll_announces_nothing(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.generator.submit_failures = [GenerationFailed("busy", code="upstream_unavailable", retryable=True)]
+    world.generator.states = [JobState.RUNNING, JobState.RUNNING]
+    seen_at_announcement: list[tuple[str, str]] = []
+    announce = world.changes.announce
+
+    def announce_and_look(topic: Topic, key: str, message: str) -> None:
+        seen_at_announcement.append((message, world.store.tryons[key].status.value))  # what is committed
+        announce(topic, key, message)
+
+    world.changes.announce = announce_and_look
+
+    world.run_until_settled(tryon.tryon_id)
+
+    assert world.store.tryons[tryon.tryon_id].status is TryOnStatus.SUCCEEDED
+    assert seen_at_announcement == [("queued", "queued"), ("running", "running"), ("succeeded", "succeeded")]
+    assert {(topic, key) for topic, key, _ in world.changes.announced} == {(Topic.TRYON, tryon.tryon_id)}
+
+
+def test_a_final_failure_is_announced(world):
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+    world.generator.result_failures = [GenerationFailed("no", code="content_policy_violation")]
+
+    world.run_until_settled(tryon.tryon_id)
+
+    assert [message for _, _, message in world.changes.announced] == ["running", "failed"]
+
+
+def test_an_announcement_that_fails_does_not_fail_the_step(world):
+    world.changes.down = True
+    world.verified_upload()
+    tryon = world.desk.order("alice", ORDER)
+
+    world.run_until_settled(tryon.tryon_id)
+
+    done = world.store.tryons[tryon.tryon_id]
+    assert (done.status, done.attempts) == (TryOnStatus.SUCCEEDED, 1)
+    assert len(world.store.results) == 1
+    assert world.changes.announced == []

@@ -11,13 +11,13 @@ from domain.model import DetectedFace, Upload, UploadStatus
 from domain.verification import UploadVerifier, VerificationPolicy, sha256_base64
 from tests.builders.records import an_upload
 from tests.fakes import (
+    FakeChangeBoard,
     FakeFaceDetector,
     FakeImageSanitizer,
     FakeObject,
     FakeStore,
     FakeUnitOfWork,
     FakeUploadStorage,
-    FakeVerdictBoard,
     FakeVerificationQueue,
     FixedClock,
 )
@@ -31,7 +31,7 @@ class World:
         self.storage = FakeUploadStorage()
         self.detector = FakeFaceDetector()
         self.clock = FixedClock()
-        self.verdicts = FakeVerdictBoard()
+        self.changes = FakeChangeBoard()
         self.queue = FakeVerificationQueue()
         policy = VerificationPolicy(max_upload_bytes=16 * 1024 * 1024, unused_upload_ttl_seconds=86400)
         self.verifier = UploadVerifier(
@@ -40,7 +40,7 @@ class World:
             storage=self.storage,
             sanitizer=FakeImageSanitizer(),
             detector=self.detector,
-            verdicts=self.verdicts,
+            changes=self.changes,
             unit_of_work=lambda: FakeUnitOfWork(self.store),
             clock=self.clock,
         )
@@ -49,7 +49,7 @@ class World:
             policy=policy,
             storage=self.storage,
             queue=self.queue,
-            verdicts=self.verdicts,
+            changes=self.changes,
             unit_of_work=lambda: FakeUnitOfWork(self.store),
             clock=self.clock,
         )
@@ -152,6 +152,7 @@ def test_completing_long_after_the_url_expired_is_gone_and_the_object_deleted(wo
     assert (refused.value.code, refused.value.retryable) == ("upload_expired", True)
     assert world.storage.objects == {}
     assert world.store.uploads["u1"].status is UploadStatus.EXPIRED
+    assert [(key, message) for _, key, message in world.changes.announced] == [("u1", "settled")]
     with pytest.raises(Gone):
         world.completion.complete("alice", "u1", upload.object_key)
 
@@ -242,7 +243,7 @@ def test_a_complete_during_a_verification_waits_for_it_and_hands_nothing_off_aga
 
     assert answer.status is UploadStatus.VERIFYING  # no verdict within the wait: 202
     assert world.queue.queued == []
-    assert world.verdicts.waited == [8.0]
+    assert world.changes.waited == [8.0]
     assert world.detector.calls == 0
 
 

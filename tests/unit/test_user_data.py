@@ -6,6 +6,7 @@ import pytest
 
 from domain.errors import NotFound
 from domain.model import UploadStatus
+from domain.ports import Topic
 from tests.builders.worlds import ORDER, DataWorld
 
 
@@ -82,3 +83,32 @@ def test_erasure_leaves_nothing_of_the_user_but_audit_events_and_nothing_of_anyo
     assert set(world.uploads.objects) == {"uploads/bob/up2.jpg"}
     assert world.store.audit[-1].event == "user.erased"
     assert any(e.actor_id == "alice" for e in world.store.audit)
+
+
+def gone_announced(world: DataWorld) -> list[tuple[str, str]]:
+    return [(key, message) for topic, key, message in world.changes.announced if topic is Topic.UPLOAD]
+
+
+def test_a_deleted_erased_or_expired_upload_is_announced_to_its_waiting_requests(world):
+    world.tried_on("alice", "up1")
+    world.tried_on("alice", "up2")
+    world.tried_on("bob", "up3")
+    world.changes.announced.clear()
+
+    world.data.delete_upload("alice", "up1")
+    assert gone_announced(world) == [("up1", "settled")]
+    world.data.erase("alice")
+    assert gone_announced(world)[1:] == [("up1", "settled"), ("up2", "settled")]
+    world.clock.advance(3601)
+    assert world.expiry.expire("up3")
+    assert gone_announced(world)[3:] == [("up3", "settled")]
+
+
+def test_with_the_board_down_a_deletion_still_completes(world):
+    world.tried_on("alice", "up1")
+    world.changes.down = True
+
+    world.data.delete_upload("alice", "up1")
+
+    assert world.store.uploads["up1"].status is UploadStatus.DELETED
+    assert world.uploads.objects == {}
