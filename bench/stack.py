@@ -88,15 +88,6 @@ def heartbeat(what: str, expected_seconds: float, every: float = 15.0) -> Iterat
         thread.join()
 
 
-def env_number(name: str, default: float) -> float:
-    """A numeric default from the environment (a flag given on the command line still wins)."""
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-
-
 def _release(command: str, env: dict[str, str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "entrypoints.cli", command],
