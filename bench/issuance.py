@@ -10,20 +10,17 @@ does not start or more than 1 % of any run's requests fail, 130 on Ctrl-C. Every
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
 import math
-import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from types import FrameType
 from urllib.parse import urlparse
 
+from bench.cli import Flag, exit_code, failed, interrupted, options_from, options_parser, stop_on_sigterm
 from bench.loadgen import Result, Target, closed_loop, open_loop, probe
 from bench.report import (
     NOT_MEASURED,
@@ -36,7 +33,7 @@ from bench.report import (
     table,
     verdicts,
 )
-from bench.stack import WORKDIR, Stack, env_number, heartbeat, progress, start_stack
+from bench.stack import WORKDIR, Stack, heartbeat, progress, start_stack
 
 BODY = json.dumps(
     {
@@ -73,8 +70,7 @@ class Options:
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m bench.issuance", description=__doc__.split("\n")[0])
-    flags: list[tuple[str, str, float, str]] = [
+    flags: list[Flag] = [
         ("--rate", "BENCH_RATE", 100, "open-loop requests per second"),
         ("--seconds", "BENCH_SECONDS", 20, "open-loop measured duration"),
         ("--warmup", "BENCH_WARMUP_SECONDS", 2, "open-loop warm-up, sent but not reported"),
@@ -86,27 +82,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         ("--load-rate", "BENCH_LOAD_RATE", 200, "load run (service only): open-loop req/s; 0 skips"),
         ("--load-seconds", "BENCH_LOAD_SECONDS", 60, "load run: measured duration (+ warm-up); 0 skips"),
     ]
-    for flag, env, default, text in flags:
-        parser.add_argument(flag, type=float, default=env_number(env, default), help=f"{text} (${env})")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL") or None,
-        help="DATABASE_URL for the service; default a fresh Postgres database, else SQLite",
-    )
+    parser = options_parser("bench.issuance", __doc__, flags)
     args = parser.parse_args(argv)
-    options = Options(
-        rate=args.rate,
-        seconds=args.seconds,
-        warmup=args.warmup,
-        max_seconds=args.max_seconds,
-        max_warmup=args.max_warmup,
-        connections=int(args.connections),
-        workers=int(args.workers),
-        users=int(args.users),
-        load_rate=args.load_rate,
-        load_seconds=args.load_seconds,
-        database_url=args.database_url,
-    )
+    options = options_from(args, Options)
     durations = (options.seconds, options.warmup, options.max_seconds, options.max_warmup)
     if not (0 < options.rate <= 10_000 and all(0 <= d <= 600 for d in durations)):
         parser.error("rate must be 0-10000 req/s and durations 0-600 s")
@@ -234,13 +212,9 @@ def _summary(result: Result) -> str:
     )
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops what was started, like Ctrl-C
+    stop_on_sigterm()
     try:
         with ExitStack() as stack:
             progress(f"starting the stack on loopback (logs under {WORKDIR}) ...")
@@ -248,12 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 started = start_stack(stack, workers=options.workers, database_url=options.database_url)
                 figures = measure(stack=started, options=options)
             except Exception as error:
-                progress(f"FAILED: {type(error).__name__}: {error}")
-                return 1
+                return failed(error)
             progress("stopping everything started ...")
     except KeyboardInterrupt:
-        print("\n[bench] interrupted; everything started has been stopped", file=sys.stderr)
-        return 130
+        return interrupted()
     service, floor = figures.service, figures.floor
     print()
     print(table(service, floor, rate=options.rate, connections=options.connections))
@@ -265,9 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = error_problems(service, floor)
     if figures.load is not None and (problem := error_problem("service", figures.load)) is not None:
         problems.append(problem)
-    for problem in problems:
-        print(f"ERROR: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return exit_code(problems)
 
 
 if __name__ == "__main__":

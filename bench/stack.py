@@ -11,8 +11,6 @@ registered on the caller's ``ExitStack``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,15 +21,14 @@ from pathlib import Path
 import psycopg2
 import requests
 
+from devtools.demo import find_or_start_redis, run_cli
 from devtools.dev_issuer import DevJwtIssuer
 from devtools.local_stack import (
     EMULATOR_CREDENTIALS,
     LocalProcess,
     LocalServiceError,
-    redis_answers,
     start_gunicorn,
     start_ministack,
-    start_redis,
     start_verifier,
 )
 from entrypoints.http.app import WORKER_WARM
@@ -88,40 +85,8 @@ def heartbeat(what: str, expected_seconds: float, every: float = 15.0) -> Iterat
         thread.join()
 
 
-def env_number(name: str, default: float) -> float:
-    """A numeric default from the environment (a flag given on the command line still wins)."""
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-
-
 def _release(command: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", command],
-        env={**os.environ, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise LocalServiceError(f"tryon {command} exited {done.returncode}: {done.stderr[-500:]}")
-    return " / ".join(done.stdout.strip().splitlines())
-
-
-def _redis(stack: ExitStack, private: bool) -> str:
-    """``private``: always start a redis-server of our own (queues must not be shared with, or flushed
-    by, anything else running on the machine, such as a test suite)."""
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    if not private and redis_answers(url):
-        progress(f"using the Redis already running at {url}")
-        return url
-    started = stack.enter_context(start_redis())
-    progress(f"started redis-server at {started.url}")
-    return started.url
+    return " / ".join(run_cli(command, env).splitlines())
 
 
 def _log_size(log: Path) -> int:
@@ -165,13 +130,15 @@ def start_stack(
     private_redis: bool = False,
 ) -> Stack:
     """``database_url`` None: see ``fresh_database``. ``with_floor``: also start ``bench.floor_app``.
-    ``private_redis``: start a redis-server of our own even if one answers at ``REDIS_URL``."""
+    ``private_redis``: start a redis-server of our own even if one answers at ``REDIS_URL`` (its queues
+    are then not shared with, or flushed by, anything else running on the machine, such as a test suite)."""
     WORKDIR.mkdir(parents=True, exist_ok=True)
     database_url = database_url or fresh_database()
     os.environ.update(EMULATOR_CREDENTIALS)
     s3 = stack.enter_context(start_ministack(log_path=WORKDIR / "ministack.log"))
     progress(f"ministack S3 emulator at {s3.url}")
-    redis_url = _redis(stack, private_redis)
+    redis_url, found = find_or_start_redis(stack, private=private_redis)
+    progress(found)
     issuer = stack.enter_context(DevJwtIssuer())
     progress(f"dev JWT issuer at {issuer.jwks_url}")
     env = {

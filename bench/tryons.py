@@ -41,7 +41,6 @@ cannot be set up, or more than 1 % of A's try-ons fail (end failed, are not orde
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import math
@@ -59,7 +58,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import peewee
@@ -71,11 +69,12 @@ from rq.serializers import JSONSerializer
 from adapters.peewee_db import open_database
 from adapters.peewee_db.database import execute_sql
 from adapters.redis_store import connect_redis
+from bench.cli import Flag, exit_code, failed, interrupted, options_from, options_parser, stop_on_sigterm
 from bench.cpu import busy_fraction, machine_ticks, process_seconds
 from bench.loadgen import nearest_rank
 from bench.memory import children
 from bench.report import MAX_ERROR_RATIO, NOT_MEASURED, Beside, beside_earlier, by_kind
-from bench.stack import ROOT, WORKDIR, Stack, env_number, progress, start_stack
+from bench.stack import ROOT, WORKDIR, Stack, progress, start_stack
 from bench.worker_log import Step, read_steps
 from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
 from domain.tryon_runner import RunnerPolicy
@@ -115,8 +114,7 @@ class Options:
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m bench.tryons", description=__doc__.split("\n")[0])
-    flags: list[tuple[str, str, float, str]] = [
+    flags: list[Flag] = [
         ("--tryons", "BENCH_TRYONS", 200, "try-ons POSTed in scenarios A and B"),
         ("--rate", "BENCH_TRYON_RATE", 12, "POST them at this many per second; 0: all at once"),
         ("--work-seconds", "BENCH_FAL_WORK_SECONDS", 5, "how long the simulator works on a job (A, B)"),
@@ -130,36 +128,16 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         ("--workers", "BENCH_WORKERS", 2, "gunicorn workers of the service"),
         ("--sample-seconds", "BENCH_TRYON_SAMPLE_SECONDS", 0.25, "how often in-flight jobs are sampled"),
     ]
-    for flag, env, default, text in flags:
-        parser.add_argument(flag, type=float, default=env_number(env, default), help=f"{text} (${env})")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL") or None,
-        help="DATABASE_URL for the service; default a fresh Postgres database, else SQLite",
-    )
+    parser = options_parser("bench.tryons", __doc__, flags)
     parser.add_argument(
         "--worker-module",
         default=os.environ.get("BENCH_TRYON_WORKER_MODULE") or " ".join(SERVICE_WORKER),
+        type=str.split,  # applied to the default too: a list of `python -m` arguments
         help="the service's worker for A and C, as `python -m` arguments (to try a fix);"
         f" default {' '.join(SERVICE_WORKER)!r}",
     )
     args = parser.parse_args(argv)
-    options = Options(
-        tryons=int(args.tryons),
-        rate=args.rate,
-        work_seconds=args.work_seconds,
-        clients=int(args.clients),
-        users=int(args.users),
-        uploads_per_user=int(args.uploads_per_user),
-        settle_seconds=args.settle_seconds,
-        blocking_seconds=args.blocking_seconds,
-        blocking_poll_seconds=args.blocking_poll_seconds,
-        overhead_samples=int(args.overhead_samples),
-        workers=int(args.workers),
-        sample_seconds=args.sample_seconds,
-        worker_module=args.worker_module.split(),
-        database_url=args.database_url,
-    )
+    options = options_from(args, Options)
     if not 1 <= options.tryons <= 1000 or not 0 <= options.work_seconds <= 120:
         parser.error("try-ons must be 1-1000 and work seconds 0-120")
     if not (0 <= options.rate <= 200 and options.worker_module):
@@ -814,10 +792,6 @@ def verdicts(a: Batch, samples: Sequence[OverheadSample], options: Options) -> l
 # -- main -----------------------------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @dataclass
 class Outcome:
     a: Batch | None = None
@@ -886,18 +860,16 @@ def run(options: Options, stack: ExitStack, outcome: Outcome) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops what was started, like Ctrl-C
+    stop_on_sigterm()
     outcome = Outcome()
     try:
         with ExitStack() as stack:
             try:
                 run(options, stack, outcome)
             except Exception as error:
-                progress(f"FAILED: {type(error).__name__}: {error}")
-                return 1
+                return failed(error)
     except KeyboardInterrupt:
-        print("\n[bench] interrupted; everything started has been stopped", file=sys.stderr)
-        return 130
+        return interrupted()
     assert outcome.a is not None
     print()
     print(batch_table(outcome.a, outcome.b, options.work_seconds))
@@ -912,10 +884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{batch.name}: first error: {batch.first_error}")
     for line in verdicts(outcome.a, outcome.overhead, options):
         print(line)
-    if (problem := error_problem(outcome.a)) is not None:
-        print(f"ERROR: {problem}", file=sys.stderr)
-        return 1
-    return 0
+    problem = error_problem(outcome.a)
+    return exit_code([problem] if problem is not None else [])
 
 
 if __name__ == "__main__":

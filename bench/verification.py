@@ -26,30 +26,28 @@ one sequential complete fails, more than 1 % of the burst's, or the in-process p
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import requests
 
 from bench import hostile
+from bench.cli import Flag, exit_code, failed, interrupted, options_from, options_parser, stop_on_sigterm
 from bench.hop import Hops, HopWatch, VerifierSteps, verifier_timeline
 from bench.loadgen import nearest_rank
 from bench.memory import memory
 from bench.photo import DEFAULT_GRAIN, HEIGHT, WIDTH, twelve_megapixel_selfie
 from bench.report import error_problem
-from bench.stack import WORKDIR, Stack, env_number, progress, start_stack
+from bench.stack import WORKDIR, Stack, progress, start_stack
 from bench.uploader import CONTENT_TYPE, REQUEST_ID_PREFIX, SampleFailed, Uploader
 from bench.verify_burst import Burst, Processes, beside_earlier_figures, processes, run_burst
 
@@ -80,8 +78,7 @@ class Options:
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m bench.verification", description=__doc__.split("\n")[0])
-    flags: list[tuple[str, str, float, str]] = [
+    flags: list[Flag] = [
         ("--samples", "BENCH_VERIFY_SAMPLES", 30, "timed uploads through the API, one after another"),
         ("--naive-samples", "BENCH_NAIVE_SAMPLES", 2, "naive full-resolution runs (~10+ s each); 0 skips"),
         ("--pipeline-samples", "BENCH_PIPELINE_SAMPLES", 30, "in-process runs of the service's pipeline"),
@@ -101,30 +98,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         ("--hostile-seconds", "BENCH_HOSTILE_SECONDS", 10, "quiet, then many-scans JPEGs, as long; 0 skips"),
         ("--hostile-rate", "BENCH_HOSTILE_RATE", 20, "issuance and /healthz req/s each, quiet and hostile"),
     ]
-    for flag, env, default, text in flags:
-        parser.add_argument(flag, type=float, default=env_number(env, default), help=f"{text} (${env})")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL") or None,
-        help="DATABASE_URL for the service; default a fresh Postgres database, else SQLite",
-    )
+    parser = options_parser("bench.verification", __doc__, flags)
     args = parser.parse_args(argv)
-    options = Options(
-        samples=int(args.samples),
-        naive_samples=int(args.naive_samples),
-        pipeline_samples=int(args.pipeline_samples),
-        warmup=int(args.warmup),
-        users=int(args.users),
-        workers=int(args.workers),
-        grain=args.grain,
-        budget_seconds=args.budget_seconds,
-        burst=int(args.burst),
-        issuance_rate=args.issuance_rate,
-        poll_seconds=args.poll_seconds,
-        hostile_seconds=args.hostile_seconds,
-        hostile_rate=args.hostile_rate,
-        database_url=args.database_url,
-    )
+    options = options_from(args, Options)
     if not 1 <= options.samples <= 1000 or not 0 <= options.pipeline_samples <= 1000:
         parser.error("samples must be 1-1000 and pipeline samples 0-1000")
     if not 0 <= options.naive_samples <= 10 or not 0 <= options.warmup <= 20:
@@ -497,13 +473,9 @@ def verdicts(
     return lines
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops what was started, like Ctrl-C
+    stop_on_sigterm()
     deadline = time.monotonic() + options.budget_seconds
     progress(f"making the {WIDTH}x{HEIGHT} face JPEG (grain sigma {options.grain:g}) ...")
     photo = twelve_megapixel_selfie(options.grain)
@@ -550,8 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         started, seconds=options.hostile_seconds, rate=options.hostile_rate
                     )
             except Exception as error:
-                progress(f"FAILED: {type(error).__name__}: {error}")
-                return 1
+                return failed(error)
             progress("stopping everything started ...")
         service.server_ms = server_durations(started.service_log, log_start, service.request_ids)
         if verifier_log is not None:
@@ -562,11 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             pipeline = measure_pipeline(photo, options.pipeline_samples, deadline)
             naive = measure_naive(photo, options.naive_samples, deadline)
         except Exception as error:
-            progress(f"FAILED in process: {type(error).__name__}: {error}")
-            return 1
+            return failed(error, " in process")
     except KeyboardInterrupt:
-        print("\n[bench] interrupted; everything started has been stopped", file=sys.stderr)
-        return 130
+        return interrupted()
     print()
     print(table(service, pipeline, naive))
     print()
@@ -588,9 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if burst is not None and (problem := error_problem("verification", burst.result)) is not None:
         problems.append(problem)
-    for problem in problems:
-        print(f"ERROR: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return exit_code(problems)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from devtools.dev_issuer import DevJwtIssuer
 from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
 from devtools.local_stack import (
     EMULATOR_CREDENTIALS,
+    LocalServiceError,
     redis_answers,
     start_gunicorn,
     start_ministack,
@@ -68,6 +69,33 @@ def expect(condition: bool, message: str) -> None:
         raise StepFailed(message)
 
 
+def run_cli(command: str, env: dict[str, str]) -> str:
+    """Run ``tryon <command>`` (the CLI, in a process of its own) with ``env`` over this one's environment;
+    its output. Raises LocalServiceError if it fails. Shared with ``bench.stack``."""
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "entrypoints.cli", command],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise LocalServiceError(f"tryon {command} exited {done.returncode}: {done.stderr[-500:]}")
+    return done.stdout.strip()
+
+
+def find_or_start_redis(stack: ExitStack, *, private: bool = False) -> tuple[str, str]:
+    """The Redis at ``REDIS_URL`` if one answers there, else a redis-server of our own (always one of our
+    own if ``private``): its URL, and which it was. Shared with ``bench.stack``."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not private and redis_answers(url):
+        return url, f"using the Redis already running at {url}"
+    started = stack.enter_context(start_redis())
+    return started.url, f"started redis-server at {started.url}"
+
+
 def run_demo() -> int:
     walk = Walkthrough()
     try:
@@ -92,12 +120,8 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
         return f"ministack S3 emulator at {state['s3'].url}"
 
     def redis_server() -> str:
-        url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        if redis_answers(url):
-            state["redis"] = url
-            return f"using the Redis already running at {url}"
-        state["redis"] = stack.enter_context(start_redis()).url
-        return f"started redis-server at {state['redis']}"
+        state["redis"], found = find_or_start_redis(stack)
+        return found
 
     def auth_server() -> str:
         state["issuer"] = stack.enter_context(DevJwtIssuer())
@@ -122,19 +146,7 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
     }
 
     def release(command: str) -> Callable[[], str]:
-        def run() -> str:
-            done = subprocess.run(  # noqa: S603
-                [sys.executable, "-m", "entrypoints.cli", command],
-                env={**os.environ, **env},
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            expect(done.returncode == 0, f"tryon {command} exited {done.returncode}: {done.stderr[-500:]}")
-            return " / ".join(done.stdout.strip().splitlines())
-
-        return run
+        return lambda: " / ".join(run_cli(command, env).splitlines())
 
     walk.step("tryon migrate (the release process)", release("migrate"))
     walk.step("tryon migrate again (idempotent)", release("migrate"))
@@ -222,14 +234,17 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
         listing = s3.list_objects_v2(Bucket=env["UPLOADS_BUCKET"], Prefix=prefix)
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
-    def verify() -> str:
-        ticket = state["ticket"]
-        response = requests.post(
+    def complete(ticket: dict[str, Any]) -> requests.Response:
+        return requests.post(
             f"{api}/v1/uploads/{ticket['upload_id']}/complete",
             json={"object_key": ticket["object_key"]},
             headers=auth,
             timeout=60,
         )
+
+    def verify() -> str:
+        ticket = state["ticket"]
+        response = complete(ticket)
         expect(response.status_code == 200, f"expected 200, got {response.status_code}: {response.text}")
         body = response.json()
         kept = keys_under(ticket["object_key"]) + keys_under(f"sources/{user_id}/{ticket['upload_id']}")
@@ -251,12 +266,7 @@ def _run(walk: Walkthrough, stack: ExitStack) -> None:  # noqa: PLR0915 - a line
         sent = requests.put(ticket["url"], data=photo, headers=ticket["headers"], timeout=HTTP_TIMEOUT)
         expect(sent.status_code == 200, f"PUT answered {sent.status_code}")
         expect(keys_under(ticket["object_key"]) == [ticket["object_key"]], "the PUT did not land")
-        response = requests.post(
-            f"{api}/v1/uploads/{ticket['upload_id']}/complete",
-            json={"object_key": ticket["object_key"]},
-            headers=auth,
-            timeout=60,
-        )
+        response = complete(ticket)
         expect(response.status_code == 422, f"expected 422, got {response.status_code}: {response.text}")
         left = keys_under(ticket["object_key"])
         expect(left == [], f"rejected object still stored: {left}")
@@ -340,16 +350,7 @@ def _tryon(
         return "204: the result, and the selfie it was made from, are kept past their retention"
 
     def sweep() -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "entrypoints.cli", "sweep"],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        expect(done.returncode == 0, f"tryon sweep exited {done.returncode}: {done.stderr[-300:]}")
-        return done.stdout.strip()
+        return run_cli("sweep", env)
 
     walk.step("Start the fal.ai simulator", fal)
     walk.step("Start the worker process", worker)

@@ -1,6 +1,6 @@
 """A real Better Auth server (tests/better_auth/server.mjs under Node) for the tests that need one.
 
-Import the ``better_auth_server`` fixture (or call ``start_better_auth``) from this module. The server keeps
+Import the ``better_auth_server`` fixture (or use ``running_better_auth``) from this module. The server keeps
 everything in memory, listens on a free loopback port with a random secret, and fails the test run with a
 message saying what to do when Node or ``tests/better_auth/node_modules`` is missing (``make node``).
 
@@ -23,6 +23,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,10 +167,19 @@ def cookie_value(signed: str) -> str:
     return quote(signed, safe="")
 
 
-@pytest.fixture(scope="session")
-def better_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BetterAuthServer]:
-    server = start_better_auth(log_path=tmp_path_factory.mktemp("better-auth") / "better-auth.log")
+@contextmanager
+def running_better_auth(
+    tmp_path_factory: pytest.TempPathFactory, name: str = "better-auth"
+) -> Iterator[BetterAuthServer]:
+    """A server of its own while the block runs, its log in a fresh temporary directory named ``name``."""
+    server = start_better_auth(log_path=tmp_path_factory.mktemp(name) / "better-auth.log")
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def better_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BetterAuthServer]:
+    with running_better_auth(tmp_path_factory) as server:
+        yield server

@@ -5,4 +5,5 @@
 - ``databases``: a fresh Postgres schema, SQLite or Postgres backends, records to store (integration, e2e).
 - ``stack``: buckets, settings and environment of our processes on the emulated stack, worker processes, and
   the client's steps (e2e, faults).
+- ``loopback``: a loopback HTTP server for the tests that play the other side of a call (integration).
 """

@@ -463,6 +463,10 @@ def delete_upload(s: Stack, r: Round, upload_id: str) -> Answer:
     return s.http.call(r, "DELETE /v1/uploads/{id}", "DELETE", f"/v1/uploads/{upload_id}")
 
 
+def erase_data(s: Stack, r: Round) -> Answer:
+    return s.http.call(r, "DELETE /v1/me/data", "DELETE", "/v1/me/data")
+
+
 def probe_tryon(s: Stack, r: Round, upload_id: str) -> Answer:
     """A deleted upload must never be usable again: a new try-on on it is refused."""
     probe = order(s, r, upload_id)
@@ -486,41 +490,35 @@ def wait_for_row(s: Stack, sql: str, *params: Any, timeout: float = 60) -> list[
 
 
 def race_delete_upload_vs_complete(s: Stack, r: Round) -> None:
-    ticket = issue_and_put(s, r)
-    upload_id = str(ticket["upload_id"])
-    completing, deleting = offset_pair(
-        lambda: complete(s, r, ticket), lambda: delete_upload(s, r, upload_id), s.complete_pace.offset()
-    )
-    completed, deleted = together(completing, deleting)
-    r.expect("complete", completed, COMPLETE_ANSWERS)
-    r.expect("DELETE /v1/uploads/{id}", deleted, frozenset({204}))
-    r.deleted_upload = deleted.status == 204
-    probe = probe_tryon(s, r, upload_id) if r.deleted_upload else None
-    r.outcome = (
-        f"complete {completed.short()}, delete {deleted.short()}, "
-        f"{interleaving('complete', completed, 'delete', deleted)}"
-        + (f"; new try-on {probe.short()}" if probe else "")
+    r.deleted_upload = complete_racing(
+        s, r, "delete", "DELETE /v1/uploads/{id}", lambda upload_id: delete_upload(s, r, upload_id), 204
     )
 
 
 def race_erase_vs_complete(s: Stack, r: Round) -> None:
+    r.erased = complete_racing(s, r, "erase", "DELETE /v1/me/data", lambda _: erase_data(s, r), 202)
+
+
+def complete_racing(
+    s: Stack, r: Round, name: str, label: str, other: Callable[[str], Answer], success: int
+) -> bool:
+    """``complete`` an upload while ``other`` (given the upload's id) deletes it; True if ``other`` answered
+    ``success``, and then a new try-on on the upload must be refused."""
     ticket = issue_and_put(s, r)
     upload_id = str(ticket["upload_id"])
-    completing, erasing = offset_pair(
-        lambda: complete(s, r, ticket),
-        lambda: s.http.call(r, "DELETE /v1/me/data", "DELETE", "/v1/me/data"),
-        s.complete_pace.offset(),
+    completing, deleting = offset_pair(
+        lambda: complete(s, r, ticket), lambda: other(upload_id), s.complete_pace.offset()
     )
-    completed, erased = together(completing, erasing)
+    completed, deleted = together(completing, deleting)
     r.expect("complete", completed, COMPLETE_ANSWERS)
-    r.expect("DELETE /v1/me/data", erased, frozenset({202}))
-    r.erased = erased.status == 202
-    probe = probe_tryon(s, r, upload_id) if r.erased else None
+    r.expect(label, deleted, frozenset({success}))
+    probe = probe_tryon(s, r, upload_id) if deleted.status == success else None
     r.outcome = (
-        f"complete {completed.short()}, erase {erased.short()}, "
-        f"{interleaving('complete', completed, 'erase', erased)}"
+        f"complete {completed.short()}, {name} {deleted.short()}, "
+        f"{interleaving('complete', completed, name, deleted)}"
         + (f"; new try-on {probe.short()}" if probe else "")
     )
+    return deleted.status == success
 
 
 def race_same_idempotency_key(s: Stack, r: Round) -> None:

@@ -17,7 +17,7 @@ from tests.better_auth_server import (
     Session,
     better_auth_server,
     cookie_value,
-    start_better_auth,
+    running_better_auth,
 )
 
 pytestmark = pytest.mark.integration
@@ -30,11 +30,8 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="module")
 def other_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BetterAuthServer]:
     """A second, independent Better Auth instance: its own secret and its own signing keys."""
-    server = start_better_auth(log_path=tmp_path_factory.mktemp("better-auth-other") / "better-auth.log")
-    try:
+    with running_better_auth(tmp_path_factory, "better-auth-other") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def authenticator_for(server: BetterAuthServer, *, audience: str | None = None) -> BetterAuthJwtAuthenticator:

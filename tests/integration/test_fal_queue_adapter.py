@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import requests
 from adapters.fal_queue import FalQueueGenerator
 from domain.errors import GenerationFailed
 from domain.model import GeneratedImage, GenerationRequest, JobState, SignedUrl, Submission
+from tests.builders.loopback import Loopback, QuietHandler
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ class FakeServer:
         self.release = threading.Event()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def handle_one(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 headers = {name.lower(): value for name, value in self.headers.items()}
@@ -77,14 +78,8 @@ class FakeServer:
             def do_PUT(self) -> None:
                 self.handle_one()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
+        self.server = Loopback(Handler, "fake fal")
+        self.base = self.server.url()
 
     def json(
         self, method: str, path: str, status: int, body: object, headers: dict[str, str] | None = None
@@ -101,8 +96,7 @@ class FakeServer:
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import requests
 from PIL import Image, ImageChops, ImageStat
 
 from devtools.fal_simulator import Counts, FalSimulator
+from tests.builders.loopback import Answer, Loopback, serve_files
 
 pytestmark = pytest.mark.integration
 
@@ -28,44 +28,18 @@ CAT = (Path(__file__).resolve().parents[1] / "fixtures" / "images" / "cat.jpg").
 S3_EXPIRED = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
 
 
-class InputServer:
-    """What fal downloads from: a photo, an "expired pre-signed URL" (403) and a text file."""
-
-    ROUTES: dict[str, tuple[int, str, bytes]] = {
-        "/cat.jpg": (200, "image/jpeg", CAT),
-        "/expired.jpg": (403, "application/xml", S3_EXPIRED),
-        "/notes.txt": (200, "text/plain", b"not an image"),
-    }
-
-    def __init__(self) -> None:
-        routes = self.ROUTES
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, content_type, body = routes.get(self.path, (404, "text/plain", b"missing"))
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+INPUTS: dict[str, Answer] = {
+    "/cat.jpg": (200, "image/jpeg", CAT),
+    "/expired.jpg": (403, "application/xml", S3_EXPIRED),
+    "/notes.txt": (200, "text/plain", b"not an image"),
+}
+"""What fal downloads from: a photo, an "expired pre-signed URL" (403) and a text file."""
 
 
 @pytest.fixture(scope="module")
-def inputs() -> Iterator[InputServer]:
-    server = InputServer()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+def inputs() -> Iterator[Loopback]:
+    with serve_files(INPUTS) as server:
+        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import fal_client
 import fal_client.client
@@ -21,6 +20,7 @@ from adapters.fal_webhooks import FalWebhookVerifier, HttpJwksFetcher, JwksCache
 from devtools.fal_simulator import FalSimulator
 from devtools.fal_simulator.webhooks import WEBHOOK_FAULTS, WebhookDelivery
 from domain.webhooks import FalDelivery, WebhookKeysUnavailable, WebhookRejected
+from tests.builders.loopback import Loopback, QuietHandler, serve_files
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ class Receiver:
         self.changed = threading.Condition()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -63,13 +63,8 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/webhooks/fal"
+        self.server = Loopback(Handler, "webhook receiver")
+        self.url = self.server.url("/v1/webhooks/fal")
 
     def handle(self, headers: dict[str, str], body: bytes) -> int:
         try:
@@ -92,35 +87,13 @@ class Receiver:
             return list(self.received)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class InputServer:
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(CAT)))
-                self.end_headers()
-                self.wfile.write(CAT)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cat.jpg"
+        self.server.close()
 
 
 @pytest.fixture(scope="module")
 def cat_url() -> Iterator[str]:
-    server = InputServer()
-    yield server.url
-    server.server.shutdown()
-    server.server.server_close()
+    with serve_files({"/cat.jpg": (200, "image/jpeg", CAT)}) as server:
+        yield server.url("/cat.jpg")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -24,6 +23,7 @@ from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
 from devtools.dev_issuer import DevJwtIssuer, public_jwk
 from domain.errors import AuthUnavailable, Unauthenticated
 from domain.model import Credentials
+from tests.builders.loopback import Loopback, QuietHandler
 
 pytestmark = pytest.mark.integration
 
@@ -332,25 +332,18 @@ class CannedServer:
         self.status, self.body = 200, b""
         canned = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self.send_response(canned.status)
                 self.send_header("Content-Length", str(len(canned.body)))
                 self.end_headers()
                 self.wfile.write(canned.body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/auth/jwks"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.server = Loopback(Handler, "canned JWKS")
+        self.url = self.server.url("/api/auth/jwks")
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self.server.close()
 
 
 @pytest.fixture
