@@ -737,21 +737,32 @@ def round_facts(s: Stack, r: Round, snap: Snapshot) -> None:
         if len(mine) != 1:
             r.flag("one Idempotency-Key, one try-on", f"{len(mine)} try-on rows: {sorted(mine)}")
     if r.at_fal is not None:
-        at_fal(r, snap)
+        at_fal(s, r, snap)
     for result_id, (favourite, answer) in sorted(r.toggled.items(), key=lambda item: not item[1][0]):
         toggled_result(s, r, snap, result_id, favourite, answer)
 
 
-def at_fal(r: Round, snap: Snapshot) -> None:
+def settled_before_deleted(s: Stack, tryon_id: str, upload_id: str) -> bool:
+    """Whether the try-on's results were committed before its upload's deletion. Not by the clock (a try-on's
+    ``completed_at`` is its step's start, and a DELETE sent first may reach the upload's row second): by the
+    order of their audit events, which both transactions write while holding the upload's row."""
+    stored = s.db.rows(
+        "SELECT max(id) FROM audit_events WHERE event = 'result.stored' AND subject_id = %s", tryon_id
+    )[0][0]
+    deleted = s.db.rows(
+        "SELECT min(id) FROM audit_events WHERE event = 'upload.deleted' AND subject_id = %s", upload_id
+    )[0][0]
+    return stored is not None and (deleted is None or stored < deleted)
+
+
+def at_fal(s: Stack, r: Round, snap: Snapshot) -> None:
     tryon = snap.tryons.get(r.at_fal or "")
     if tryon is None:
         r.flag("every try-on settled", f"try-on {r.at_fal} vanished")
         return
     results = [x for x, row in snap.results.items() if row["tryon_id"] == r.at_fal]
-    done_before = (
-        tryon["status"] == "succeeded"
-        and r.delete_sent_at is not None
-        and tryon["completed_at"] <= r.delete_sent_at
+    done_before = tryon["status"] == "succeeded" and settled_before_deleted(
+        s, r.at_fal or "", tryon["upload_id"]
     )
     r.outcome += f"; try-on {tryon['status']} {tryon['error_code'] or ''}".rstrip()
     if done_before:
