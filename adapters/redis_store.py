@@ -11,9 +11,10 @@ import redis
 from redis.client import PubSub
 
 from domain.errors import QueueUnavailable
-from domain.ports import VerdictBoard, VerdictListener
+from domain.ports import ReplayGuard, VerdictBoard, VerdictListener
 
 VERDICT_CHANNEL = "tryon:verdict:"
+REPLAY_PREFIX = "tryon:fal-webhook-seen:"
 DEFAULT_MAX_WAITERS = 6
 """Requests of one web process that may wait for a verdict at once: the rest answer 202 at once, so
 issuance and polls always find a free thread (a prototype with 8 threads and 12 waiting completes stalled
@@ -92,3 +93,21 @@ class RedisVerdictBoard(VerdictBoard):
             self._connection.publish(VERDICT_CHANNEL + upload_id, verdict)
         except redis.RedisError as error:
             raise QueueUnavailable("could not announce the verdict") from error
+
+
+class RedisReplayGuard(ReplayGuard):
+    """``SET key NX EX ttl``: one short key per accepted signature (the caller hashes it, so keys have a
+    fixed length), each gone after ``ttl_seconds``; only validly signed deliveries ever add one."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self._connection = connection
+
+    def first_sighting(self, key: str, ttl_seconds: int) -> bool:
+        try:
+            return bool(self._connection.set(REPLAY_PREFIX + key, b"1", nx=True, ex=ttl_seconds))
+        except redis.RedisError as error:
+            raise QueueUnavailable("redis is not reachable") from error
+
+    def forget(self, key: str) -> None:
+        with suppress(redis.RedisError):
+            self._connection.delete(REPLAY_PREFIX + key)
