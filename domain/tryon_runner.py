@@ -114,7 +114,10 @@ class TryOnRunner:
         except DependencyUnavailable as outage:
             self._retry_later(tryon_id, outage, release=False)
             return
-        if tryon is None or tryon.status in TERMINAL:
+        if tryon is None:
+            self._come_back_if_notified(tryon_id)
+            return
+        if tryon.status in TERMINAL:
             return
         try:
             delay = self._submit(tryon, now) if tryon.submission is None else self._check(tryon, now)
@@ -122,6 +125,18 @@ class TryOnRunner:
                 self._queue.advance_in(tryon_id, delay)
         except DependencyUnavailable as outage:
             self._retry_later(tryon_id, outage, release=True)
+
+    def _come_back_if_notified(self, tryon_id: str) -> None:
+        """This step found the try-on held (or settled). If a webhook said its current request finished, the
+        holder may have asked for the status just before and will wait a whole poll interval: come back
+        shortly instead (each such step schedules at most one more, until the holder lets go)."""
+        with suppress(DependencyUnavailable):
+            with self._unit_of_work() as uow:
+                current = uow.tryons.get(tryon_id)
+            if current is None or current.status in TERMINAL or current.submission is None:
+                return
+            if current.notified_request_id == current.submission.request_id:
+                self._queue.advance_in(tryon_id, self._policy.poll_seconds)
 
     def _retry_later(self, tryon_id: str, outage: DependencyUnavailable, *, release: bool) -> None:
         """Put a step an outage cut short back. ``release`` only when this step holds the lease."""

@@ -299,3 +299,30 @@ def test_a_webhook_makes_an_overdue_step_due_now_for_the_reconciler(world):
     world.runner.advance(tryon_id)
     assert world.store.tryons[tryon_id].status is TryOnStatus.SUCCEEDED
     assert world.generator.state_calls == 0
+
+
+def test_a_webhook_that_finds_a_status_check_holding_the_tryon_comes_back_shortly(world):
+    tryon_id = world.submitted()
+    world.clock.advance(30)
+    world.store.leases[tryon_id] = world.clock.now() + timedelta(seconds=60)  # a poll step holds it
+    world.deliver(world.request_id(tryon_id))
+    world.queue.advances.clear()
+
+    world.runner.advance(tryon_id)  # the webhook's step: the lease is taken
+
+    assert world.queue.advances == [(tryon_id, 2.0)]  # back in poll_seconds, not at the next poll
+    assert world.generator.state_calls == 0
+    world.store.leases.clear()  # the holder saved its (not yet COMPLETED) answer and let go
+    world.clock.advance(2)
+    world.runner.advance(tryon_id)
+    assert world.store.tryons[tryon_id].status is TryOnStatus.SUCCEEDED
+    assert world.generator.state_calls == 0
+
+
+def test_a_step_that_finds_the_tryon_held_without_a_webhook_just_stops(world):
+    tryon_id = world.submitted()
+    world.store.leases[tryon_id] = world.clock.now() + timedelta(seconds=60)
+
+    world.runner.advance(tryon_id)
+
+    assert world.queue.advances == []
