@@ -46,6 +46,7 @@ from domain.ports import (
     IdGenerator,
     ImageGenerator,
     ImageSanitizer,
+    ReplayGuard,
     ResultRepository,
     ResultStorage,
     SourceUrlSigner,
@@ -640,3 +641,19 @@ class FakeVerificationQueue(VerificationQueue):
         self.queued.append(upload_id)
         if self.verifier is not None:
             self.verifier.verify(upload_id)
+
+
+class FakeReplayGuard(ReplayGuard):
+    """Remembers every key (and the window it was given) until forgotten."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    def first_sighting(self, key: str, ttl_seconds: int) -> bool:
+        if key in self.seen:
+            return False
+        self.seen[key] = ttl_seconds
+        return True
+
+    def forget(self, key: str) -> None:
+        self.seen.pop(key, None)

@@ -11,12 +11,14 @@ import pytest
 
 from domain.errors import DependencyUnavailable, GenerationFailed
 from domain.model import FalDelivery, JobState, Submission, TryOnStatus
-from domain.ports import ReplayGuard, WebhookVerifier
+from domain.ports import WebhookVerifier
 from domain.tryon_runner import RunnerPolicy, TryOnRunner
 from domain.tryons import TryOnDesk, TryOnOrder
 from domain.webhooks import FalWebhooks, Outcome, WebhookRejected
+from tests.builders.worlds import TryOnWorld
 from tests.fakes import (
     FakeImageGenerator,
+    FakeReplayGuard,
     FakeResultStorage,
     FakeSourceUrlSigner,
     FakeStore,
@@ -25,7 +27,6 @@ from tests.fakes import (
     FixedClock,
     SequentialIds,
 )
-from tests.unit.test_tryons import World as TryOnWorld
 
 
 class CountingGenerator(FakeImageGenerator):
@@ -63,20 +64,6 @@ class HeaderVerifier(WebhookVerifier):
         )
 
 
-class MemoryReplays(ReplayGuard):
-    def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
-
-    def first_sighting(self, key: str, ttl_seconds: int) -> bool:
-        if key in self.seen:
-            return False
-        self.seen[key] = ttl_seconds
-        return True
-
-    def forget(self, key: str) -> None:
-        self.seen.pop(key, None)
-
-
 class World(TryOnWorld):
     def __init__(self, policy: RunnerPolicy | None = None) -> None:
         self.store = FakeStore()
@@ -84,7 +71,7 @@ class World(TryOnWorld):
         self.queue = FakeTryOnQueue()
         self.generator = CountingGenerator()
         self.results = FakeResultStorage()
-        self.replays = MemoryReplays()
+        self.replays = FakeReplayGuard()
         uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
         self.desk = TryOnDesk(
             unit_of_work=uow, queue=self.queue, results=self.results, clock=self.clock, ids=SequentialIds()

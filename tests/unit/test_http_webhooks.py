@@ -16,11 +16,13 @@ from domain.model import Submission, TryOn, TryOnStatus
 from entrypoints.bootstrap import WEBHOOK_MAX_BODY_BYTES
 from entrypoints.http.app import create_app
 from entrypoints.http.metrics import FAL_WEBHOOKS
+from tests.builders.app import SETTINGS, assert_problem
 from tests.fakes import (
     FakeAuthenticator,
     FakeFaceDetector,
     FakeImageGenerator,
     FakeImageSanitizer,
+    FakeReplayGuard,
     FakeResultStorage,
     FakeSourceUrlSigner,
     FakeStore,
@@ -31,8 +33,6 @@ from tests.fakes import (
     FixedClock,
 )
 from tests.inline import bootstrap_verifying_inline
-from tests.unit.test_fal_webhooks import MemoryReplays
-from tests.unit.test_http_api import SETTINGS, assert_problem
 
 PATH = "/v1/webhooks/fal"
 REQUEST_ID = "0f3c1f7e-8b0a-4f7e-9b1e-2f1d3c4b5a69"
@@ -44,7 +44,7 @@ class Rig:
         self.clock = FixedClock()
         self.store = FakeStore()
         self.queue = FakeTryOnQueue()
-        self.replays = MemoryReplays()
+        self.replays = FakeReplayGuard()
         self.generator = FakeImageGenerator()
         public = self.key.public_key()
         verifier = FalWebhookVerifier(

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import io
 import json
+from typing import Any
 
 import pytest
+import requests
+import urllib3
 
 from adapters.fal_queue import FalQueueGenerator
 from domain.model import GenerationRequest, SignedUrl
 from entrypoints.settings import FAL_JWKS_URL, Settings, SettingsError
+from tests.builders.app import build_app
 from tests.fakes import FakeStore
-from tests.unit.test_fal_errors import KEY, CannedSession, canned
-from tests.unit.test_http_api import build_app
+
+KEY = "fal-key-settings-test"
+
+
+class RecordingSession(requests.Session):
+    """Answers every request with one canned JSON response, recording the calls (no I/O)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+        self.calls: list[tuple[Any, ...]] = []
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        self.calls.append((*args, kwargs))
+        response = requests.Response()
+        response.status_code = 200
+        response.raw = urllib3.HTTPResponse(body=io.BytesIO(self.body), preload_content=False)
+        return response
+
 
 BASE = {"UPLOADS_BUCKET": "u", "PROCESSED_BUCKET": "p", "BETTER_AUTH_URL": "https://auth.example.com"}
 
@@ -77,7 +99,7 @@ def test_the_jwks_url_and_the_grace_period_are_checked():
 
 def submitted_with(webhook_url: str | None) -> dict[str, object]:
     answer = {"request_id": "r1", "status_url": "s", "response_url": "r", "cancel_url": "c"}
-    session = CannedSession(canned(200, json.dumps(answer).encode()))
+    session = RecordingSession(json.dumps(answer).encode())
     fal = FalQueueGenerator(api_key=KEY, session=session, webhook_url=webhook_url)
     submission = fal.submit(GenerationRequest(prompt="a bob", image_url=SignedUrl("https://s3.example/x")))
     assert submission.request_id == "r1"
