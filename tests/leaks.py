@@ -67,6 +67,7 @@ FAL_KEYS = (
     "fal-key-7f3a9c:0b1e5d2a4c6f8e9d",  # tests/unit/test_fal_errors.py
     "fal_plain_key_0b1e5d2a4c6f",  # tests/unit/test_fal_errors.py
     "fal-secret-key",  # tests/unit/test_settings.py
+    "fal-key-settings-test",  # tests/unit/test_webhook_settings.py
     "fal-key-123",  # tests/unit/test_scrubbing.py
     "fal_abcdefgh:123456",  # tests/unit/test_scrubbing.py
 )

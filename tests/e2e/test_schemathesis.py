@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, assume, settings
 from schemathesis import Case as GenericCase
 from schemathesis import CheckContext, GenerationMode, Response
 from schemathesis.checks import not_a_server_error
@@ -28,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
 from domain.errors import LimitExceeded
 from entrypoints.http.problems import PROBLEM_MEDIA_TYPE
 from entrypoints.settings import Settings
+from tests import leaks
 from tests.builders.app import build_app
 from tests.fakes import FakeStore
 
@@ -108,6 +109,11 @@ CHECKS = [
 
 
 def _call_and_validate(case: Case, headers: dict[str, str]) -> Any:
+    # Hypothesis also draws string constants from local modules, tests/leaks.py's list of test secrets among
+    # them: a request that itself carries one (as an id in the path, say) would be logged back and reported
+    # as a leak by the service. The fuzzer never sends the secrets the scan looks for.
+    sent = json.dumps([case.path_parameters, case.query, case.headers, case.body], default=str)
+    assume(not any(needle.pattern.search(sent) for needle in leaks.NEEDLES))
     return case.call_and_validate(headers=headers, checks=CHECKS)
 
 
