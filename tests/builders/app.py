@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from domain.ports import WebhookVerifier
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests import fakes
@@ -33,6 +34,9 @@ def build_app(
     queue: fakes.FakeTryOnQueue | None = None,
     settings: Settings = SETTINGS,
     changes: fakes.FakeChangeBoard | None = None,
+    clock: fakes.FixedClock | None = None,
+    webhook_verifier: WebhookVerifier | None = None,
+    replays: fakes.FakeReplayGuard | None = None,
 ) -> Flask:
     """The real app and domain with every port faked: no network, no database, no model; the verifier
     runs inline, as a verifier process answering in time."""
@@ -48,7 +52,9 @@ def build_app(
         results=fakes.FakeResultStorage(),
         source_signer=fakes.FakeSourceUrlSigner(),
         unit_of_work=lambda: fakes.FakeUnitOfWork(store),
-        clock=fakes.FixedClock(),
+        clock=clock or fakes.FixedClock(),
+        webhook_verifier=webhook_verifier,
+        replays=replays,
         readiness_checks=readiness_checks or {"database": lambda: None},
         rate_limit_storage_uri="memory://",
         changes=changes or fakes.FakeChangeBoard(),

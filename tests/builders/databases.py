@@ -16,8 +16,9 @@ import psycopg2
 import pytest
 
 from adapters.peewee_db import migrate, open_database
-from domain.model import AuditEvent, Upload
+from domain.model import AuditEvent, TryOn, Upload
 from tests import leaks
+from tests.builders import records
 from tests.builders.records import an_upload
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -92,6 +93,12 @@ def migrated_postgres_schema(prefix: str) -> Iterator[str]:
 
 def an_intent(upload_id: str = "up_1", *, user_id: str = "user_1", **changes: object) -> Upload:
     return an_upload(user_id, upload_id, now=T0, content_length=5 * 1024 * 1024, **changes)
+
+
+def a_tryon(
+    tryon_id: str = "t1", *, user_id: str = "user_1", upload_id: str = "up_1", **changes: object
+) -> TryOn:
+    return records.a_tryon(tryon_id, now=T0, user_id=user_id, upload_id=upload_id, **changes)
 
 
 def an_event(subject_id: str = "up_1", *, actor_id: str | None = "user_1", **changes: object) -> AuditEvent:

@@ -1,4 +1,5 @@
-"""Domain records as the tests need them, in one place: what an upload looks like when it is issued."""
+"""Domain records as the tests need them, in one place: what an upload looks like when it is issued, and a
+try-on when it is ordered."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.model import Upload
+from domain.model import TryOn, Upload
 
 
 def an_upload(
@@ -24,3 +25,20 @@ def an_upload(
         url_expires_at=now + timedelta(seconds=300),
     )
     return replace(upload, **changes)
+
+
+def a_tryon(
+    tryon_id: str = "t1", *, now: datetime, user_id: str = "alice", upload_id: str = "up1", **changes: Any
+) -> TryOn:
+    """A queued try-on of one JPEG of "a copper bob", ordered at ``now`` and due then."""
+    tryon = TryOn(
+        tryon_id=tryon_id,
+        user_id=user_id,
+        upload_id=upload_id,
+        style_prompt="a copper bob",
+        num_images=1,
+        output_format="jpeg",
+        created_at=now,
+        next_action_at=now,
+    )
+    return replace(tryon, **changes)

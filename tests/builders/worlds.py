@@ -30,11 +30,14 @@ ORDER = TryOnOrder("up1", "a sleek bob with copper highlights")
 
 
 class TryOnWorld:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, generator: FakeImageGenerator | None = None, policy: RunnerPolicy | None = None
+    ) -> None:
+        """``generator`` and ``policy`` swap the runner's fake generator and its policy."""
         self.store = FakeStore()
         self.clock = FixedClock()
         self.queue = FakeTryOnQueue()
-        self.generator = FakeImageGenerator()
+        self.generator = generator or FakeImageGenerator()
         self.signer = FakeSourceUrlSigner()
         self.results = FakeResultStorage()
         self.changes = FakeChangeBoard()
@@ -48,7 +51,8 @@ class TryOnWorld:
             changes=self.changes,
         )
         self.runner = TryOnRunner(
-            policy=RunnerPolicy(max_attempts=3, image_url_ttl_seconds=300, source_retention_seconds=3600),
+            policy=policy
+            or RunnerPolicy(max_attempts=3, image_url_ttl_seconds=300, source_retention_seconds=3600),
             generator=self.generator,
             signer=self.signer,
             results=self.results,

@@ -17,18 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from flask.testing import FlaskClient
 
-from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import AuditRow, ResultRow
 from devtools.fal_simulator import FalSimulator
 from devtools.local_stack import answers_ok, free_port, wait_until
 from entrypoints.settings import Settings
 from tests import leaks
-from tests.builders.stack import Workers, environment, on_simulator, order, settled, verified_upload
-from tests.inline import inline_client
+from tests.builders.stack import Workers, environment, order, settled, verified_upload
 
 pytestmark = pytest.mark.e2e
 
@@ -78,26 +75,6 @@ class Stack:
             self.web.kill()
             self.web.wait(timeout=10)
         leaks.keep_output("the webhook stack's output", self.logs())
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[FalSimulator]:
-    with FalSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def tryon_settings(settings: Settings, simulator: FalSimulator) -> Settings:
-    simulator.reset()
-    leaks.keep_redis(settings.redis_url)
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    return on_simulator(settings, simulator)
-
-
-@pytest.fixture
-def client(tryon_settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
-    """In-process, for the app's own calls (uploads, orders, reads); fal calls the gunicorn below."""
-    return inline_client(tryon_settings, detector=detector)
 
 
 @pytest.fixture

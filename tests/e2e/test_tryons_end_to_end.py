@@ -10,13 +10,11 @@ from typing import Any
 import pytest
 import redis
 import requests
-from flask.testing import FlaskClient
 
-from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import AuditRow, ResultRow, open_database
 from adapters.peewee_db.database import execute_sql
 from adapters.s3_storage import make_s3_client
-from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
+from devtools.fal_simulator import DEFAULT_KEY
 from devtools.local_stack import start_gunicorn
 from entrypoints.logs import JsonFormatter
 from entrypoints.settings import Settings
@@ -25,28 +23,13 @@ from tests.builders.stack import (
     SETTLED,
     Workers,
     environment,
-    on_simulator,
     order,
     settled,
     verified_upload,
 )
-from tests.inline import bootstrap_verifying_inline, inline_client
+from tests.inline import bootstrap_verifying_inline
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[FalSimulator]:
-    with FalSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def tryon_settings(settings: Settings, simulator: FalSimulator) -> Settings:
-    simulator.reset()
-    leaks.keep_redis(settings.redis_url)
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    return on_simulator(settings, simulator)
 
 
 @pytest.fixture
@@ -54,11 +37,6 @@ def workers(tryon_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
     pool = Workers(tryon_settings, tmp_path)
     yield pool
     pool.stop_all()
-
-
-@pytest.fixture
-def client(tryon_settings: Settings, detector: MtcnnFaceDetector) -> FlaskClient:
-    return inline_client(tryon_settings, detector=detector)
 
 
 def test_a_tryon_runs_on_a_worker_and_its_result_is_stored_privately(

@@ -3,13 +3,19 @@ Postgres schema."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import peewee
 import pytest
+from rq import Queue
+from rq.serializers import JSONSerializer
 
 from adapters.peewee_db import migrate
+from adapters.redis_store import connect_redis
+from adapters.rq_queue import RqTryOnQueue
+from entrypoints.bootstrap import TRYON_JOBS
 from tests.builders.databases import Backend, postgres_schema
 
 
@@ -33,3 +39,20 @@ def db(backend: Backend) -> peewee.Database:
     database = backend.open()
     migrate(database)
     return database
+
+
+@pytest.fixture
+def tryon_queues(redis_url: str) -> Iterator[tuple[RqTryOnQueue, Queue]]:
+    """The tryons queue adapter on a queue of this test's own in the real Redis, and RQ's view of that queue;
+    every job left on it, queued or scheduled, is deleted afterwards."""
+    connection = connect_redis(redis_url)
+    name = f"tryons-test-{secrets.token_hex(4)}"
+    rq = Queue(name, connection=connection, serializer=JSONSerializer)
+    try:
+        yield RqTryOnQueue(connection, TRYON_JOBS, queue_name=name), rq
+    finally:
+        for job in rq.get_jobs():
+            job.delete()
+        rq.empty()
+        for job_id in rq.scheduled_job_registry.get_job_ids():
+            rq.scheduled_job_registry.remove(job_id, delete_job=True)

@@ -12,23 +12,9 @@ import pytest
 from adapters.peewee_db import MIGRATIONS, PeeweeTryOnRepository, PeeweeUnitOfWork
 from adapters.peewee_db.database import execute_sql
 from domain.model import Submission, TryOn, TryOnStatus
-from tests.builders.databases import T0, Backend
+from tests.builders.databases import T0, Backend, a_tryon
 
 pytestmark = pytest.mark.integration
-
-
-def a_tryon(tryon_id: str, **changes: object) -> TryOn:
-    tryon = TryOn(
-        tryon_id=tryon_id,
-        user_id="user_1",
-        upload_id="up_1",
-        style_prompt="a copper bob",
-        num_images=1,
-        output_format="jpeg",
-        created_at=T0,
-        next_action_at=T0,
-    )
-    return replace(tryon, **changes)  # type: ignore[arg-type]
 
 
 def submission(request_id: str) -> Submission:

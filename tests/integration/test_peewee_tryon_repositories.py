@@ -14,24 +14,10 @@ from adapters.peewee_db import (
     PeeweeUnitOfWork,
     PeeweeUploadRepository,
 )
-from domain.model import Submission, TryOn, TryOnError, TryOnResult, TryOnStatus, UploadStatus
-from tests.builders.databases import T0, an_intent
+from domain.model import Submission, TryOnError, TryOnResult, TryOnStatus, UploadStatus
+from tests.builders.databases import T0, a_tryon, an_intent
 
 pytestmark = pytest.mark.integration
-
-
-def a_tryon(tryon_id: str = "t1", **changes: object) -> TryOn:
-    tryon = TryOn(
-        tryon_id=tryon_id,
-        user_id="user_1",
-        upload_id="up_1",
-        style_prompt="a copper bob",
-        num_images=1,
-        output_format="jpeg",
-        created_at=T0,
-        next_action_at=T0,
-    )
-    return replace(tryon, **changes)  # type: ignore[arg-type]
 
 
 def a_result(position: int = 0, **changes: object) -> TryOnResult:

@@ -20,6 +20,7 @@ from domain.changes import announce
 from domain.model import TryOn, TryOnStatus
 from domain.ports import Topic
 from domain.tryons import TryOnDesk
+from tests.builders.records import a_tryon
 from tests.fakes import (
     FakeResultStorage,
     FakeStore,
@@ -48,16 +49,8 @@ class World:
 
     def tryon(self, status: TryOnStatus = TryOnStatus.QUEUED) -> TryOn:
         now = self.clock.now()
-        tryon = TryOn(
-            tryon_id=secrets.token_hex(8),
-            user_id="alice",
-            upload_id="up1",
-            style_prompt="a copper bob",
-            num_images=1,
-            output_format="jpeg",
-            created_at=now,
-            status=status,
-            next_action_at=now + timedelta(seconds=2),
+        tryon = a_tryon(
+            secrets.token_hex(8), now=now, status=status, next_action_at=now + timedelta(seconds=2)
         )
         self.store.tryons[tryon.tryon_id] = tryon
         return tryon

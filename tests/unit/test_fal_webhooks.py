@@ -12,22 +12,11 @@ import pytest
 from domain.errors import DependencyUnavailable, GenerationFailed
 from domain.model import FalDelivery, JobState, Submission, TryOnStatus
 from domain.ports import WebhookVerifier
-from domain.tryon_runner import RunnerPolicy, TryOnRunner
-from domain.tryons import TryOnDesk, TryOnOrder
+from domain.tryon_runner import RunnerPolicy
+from domain.tryons import TryOnOrder
 from domain.webhooks import FalWebhooks, Outcome, WebhookRejected
 from tests.builders.worlds import TryOnWorld
-from tests.fakes import (
-    FakeChangeBoard,
-    FakeImageGenerator,
-    FakeReplayGuard,
-    FakeResultStorage,
-    FakeSourceUrlSigner,
-    FakeStore,
-    FakeTryOnQueue,
-    FakeUnitOfWork,
-    FixedClock,
-    SequentialIds,
-)
+from tests.fakes import FakeImageGenerator, FakeReplayGuard, FakeUnitOfWork
 
 
 class CountingGenerator(FakeImageGenerator):
@@ -67,38 +56,15 @@ class HeaderVerifier(WebhookVerifier):
 
 class World(TryOnWorld):
     def __init__(self, policy: RunnerPolicy | None = None) -> None:
-        self.store = FakeStore()
-        self.clock = FixedClock()
-        self.queue = FakeTryOnQueue()
-        self.generator = CountingGenerator()
-        self.results = FakeResultStorage()
-        self.replays = FakeReplayGuard()
-        self.changes = FakeChangeBoard()
-        uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
-        self.desk = TryOnDesk(
-            unit_of_work=uow,
-            queue=self.queue,
-            results=self.results,
-            clock=self.clock,
-            ids=SequentialIds(),
-            changes=self.changes,
-        )
-        self.runner = TryOnRunner(
+        super().__init__(
+            generator=CountingGenerator(),
             policy=policy or RunnerPolicy(webhooks=True, webhook_grace_seconds=30, max_poll_seconds=120),
-            generator=self.generator,
-            signer=FakeSourceUrlSigner(),
-            results=self.results,
-            unit_of_work=uow,
-            queue=self.queue,
-            clock=self.clock,
-            ids=SequentialIds(),
-            jitter=lambda: 0.5,
-            changes=self.changes,
         )
+        self.replays = FakeReplayGuard()
         self.webhooks = FalWebhooks(
             verifier=HeaderVerifier(),
             replays=self.replays,
-            unit_of_work=uow,
+            unit_of_work=lambda: FakeUnitOfWork(self.store),
             queue=self.queue,
             clock=self.clock,
         )

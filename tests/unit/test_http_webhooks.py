@@ -12,27 +12,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.fal_webhooks import FalWebhookVerifier, JwksCache
-from domain.model import Submission, TryOn, TryOnStatus
+from domain.model import Submission, TryOnStatus
 from entrypoints.bootstrap import WEBHOOK_MAX_BODY_BYTES
-from entrypoints.http.app import create_app
 from entrypoints.http.metrics import FAL_WEBHOOKS
-from tests.builders.app import SETTINGS, assert_problem
-from tests.fakes import (
-    FakeAuthenticator,
-    FakeFaceDetector,
-    FakeImageGenerator,
-    FakeImageSanitizer,
-    FakeReplayGuard,
-    FakeResultStorage,
-    FakeSourceUrlSigner,
-    FakeStore,
-    FakeTryOnQueue,
-    FakeUnitOfWork,
-    FakeUploadStorage,
-    FakeUploadUrlSigner,
-    FixedClock,
-)
-from tests.inline import bootstrap_verifying_inline
+from tests.builders.app import assert_problem, build_app
+from tests.builders.records import a_tryon
+from tests.fakes import FakeImageGenerator, FakeReplayGuard, FakeStore, FakeTryOnQueue, FixedClock
 
 PATH = "/v1/webhooks/fal"
 REQUEST_ID = "0f3c1f7e-8b0a-4f7e-9b1e-2f1d3c4b5a69"
@@ -50,35 +35,19 @@ class Rig:
         verifier = FalWebhookVerifier(
             JwksCache(lambda: (public,)), self.clock, max_body_bytes=WEBHOOK_MAX_BODY_BYTES
         )
-        services = bootstrap_verifying_inline(
-            SETTINGS,
-            authenticator=FakeAuthenticator(),
-            signer=FakeUploadUrlSigner(),
-            storage=FakeUploadStorage(),
-            sanitizer=FakeImageSanitizer(),
-            detector=FakeFaceDetector(),
+        self.client = build_app(
+            self.store,
             generator=self.generator,
             queue=self.queue,
-            results=FakeResultStorage(),
-            source_signer=FakeSourceUrlSigner(),
-            unit_of_work=lambda: FakeUnitOfWork(self.store),
             clock=self.clock,
             webhook_verifier=verifier,
             replays=self.replays,
-            readiness_checks={"database": lambda: None},
-            rate_limit_storage_uri="memory://",
-        )
-        self.client = create_app(services, configure_logs=False).test_client()
+        ).test_client()
         base = f"https://queue.fal.run/fal-ai/nano-banana/requests/{REQUEST_ID}"
         now = self.clock.now()
-        self.tryon = TryOn(
-            tryon_id="t1",
-            user_id="alice",
-            upload_id="up1",
-            style_prompt="a copper bob",
-            num_images=1,
-            output_format="jpeg",
-            created_at=now,
+        self.tryon = a_tryon(
+            "t1",
+            now=now,
             status=TryOnStatus.RUNNING,
             attempts=1,
             submission=Submission(REQUEST_ID, f"{base}/status", base, f"{base}/cancel"),
