@@ -26,7 +26,7 @@ from adapters.s3_provisioning.documents import SOURCES_BACKSTOP_DAYS
 from adapters.s3_storage import S3PrivateObjects, make_s3_client
 from domain.errors import StorageUnavailable
 from domain.model import UploadRequest
-from entrypoints.bootstrap import Adapters, _s3
+from entrypoints.bootstrap.adapters import Adapters, build_s3
 from entrypoints.settings import Settings
 from tests.builders.stack import new_bucket_name
 
@@ -135,7 +135,7 @@ def test_bootstrap_tags_sources_but_not_what_clients_put_under_uploads(s3, uploa
         s3_endpoint_url=ministack_url,
     )
     ports = Adapters()
-    _s3(settings, ports, {})
+    build_s3(settings, ports, {})
     assert ports.storage is not None and ports.signer is not None
 
     ports.storage.put_new(SOURCE, b"selfie", "image/jpeg")
