@@ -11,10 +11,11 @@ import redis
 from redis.client import PubSub
 
 from domain.errors import QueueUnavailable
-from domain.ports import ChangeBoard, ChangeListener, Topic
+from domain.ports import ChangeBoard, ChangeListener, ReplayGuard, Topic
 
 CHANNELS = {Topic.UPLOAD: "tryon:verdict:", Topic.TRYON: "tryon:changed:"}
 """Each topic's channel prefix (the key follows). Uploads keep the verdict channel they always had."""
+REPLAY_PREFIX = "tryon:fal-webhook-seen:"
 DEFAULT_MAX_WAITERS = 6
 """Requests of one web process that may wait for a change at once (``complete`` and the long polls
 together): the rest answer at once, so issuance and polls always find a free thread (a prototype with 8
@@ -101,3 +102,21 @@ class RedisChangeBoard(ChangeBoard):
             self._connection.publish(CHANNELS[topic] + key, message)
         except redis.RedisError as error:
             raise QueueUnavailable("could not announce the change") from error
+
+
+class RedisReplayGuard(ReplayGuard):
+    """``SET key NX EX ttl``: one short key per accepted signature (the caller hashes it, so keys have a
+    fixed length), each gone after ``ttl_seconds``; only validly signed deliveries ever add one."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self._connection = connection
+
+    def first_sighting(self, key: str, ttl_seconds: int) -> bool:
+        try:
+            return bool(self._connection.set(REPLAY_PREFIX + key, b"1", nx=True, ex=ttl_seconds))
+        except redis.RedisError as error:
+            raise QueueUnavailable("redis is not reachable") from error
+
+    def forget(self, key: str) -> None:
+        with suppress(redis.RedisError):
+            self._connection.delete(REPLAY_PREFIX + key)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import redis
 from rq import Queue
+from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
 from domain.errors import QueueUnavailable
@@ -47,6 +48,10 @@ class TryOnJobs:
         module_level(self.expire_upload)
 
 
+def advance_once_job_id(tryon_id: str, key: str) -> str:
+    return f"advance-{tryon_id}-{key}"
+
+
 def expiry_job_id(upload_id: str) -> str:
     return f"expire-upload-{upload_id}"
 
@@ -69,6 +74,22 @@ class RqTryOnQueue(TryOnQueue):
             )
         except redis.RedisError as error:
             raise QueueUnavailable("could not schedule the try-on") from error
+
+    def advance_once(self, tryon_id: str, key: str) -> None:
+        """A stable job id per (try-on, key): while that job is queued or running, asking again adds
+        nothing (RQ's atomic unique enqueue); once it has run (result_ttl 0 removes it), a new one may."""
+        try:
+            self._queue.enqueue(
+                self._jobs.advance_tryon,
+                tryon_id,
+                job_id=advance_once_job_id(tryon_id, key),
+                unique=True,
+                **JOB_OPTIONS,
+            )
+        except DuplicateJobError:
+            return
+        except redis.RedisError as error:
+            raise QueueUnavailable("could not queue the try-on") from error
 
     def depth(self) -> dict[str, int]:
         """Jobs waiting now and jobs scheduled for later, for /metrics."""

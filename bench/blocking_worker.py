@@ -57,6 +57,9 @@ class InlineQueue(TryOnQueue):
     def advance_in(self, tryon_id: str, seconds: float) -> None:
         self.next_in = seconds
 
+    def advance_once(self, tryon_id: str, key: str) -> None:
+        self.next_in = 0.0
+
     def expire_upload_at(self, upload_id: str, when: datetime) -> None:
         self._real.expire_upload_at(upload_id, when)
 

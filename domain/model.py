@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from domain.errors import Unauthenticated
 
@@ -211,6 +211,23 @@ class Submission:
     cancel_url: str
 
 
+@dataclass(frozen=True)
+class FalDelivery:
+    """A verified fal webhook delivery, as fal documents it: ``{request_id, gateway_request_id, status,
+    payload, error, payload_error}``. ``signed_at`` is the signed ``X-Fal-Webhook-Timestamp`` (epoch
+    seconds); ``signature`` the hex signature (its replay key). Only a hint that a request finished: the
+    result is still fetched from the queue's ``response_url``."""
+
+    request_id: str
+    gateway_request_id: str | None
+    status: Literal["OK", "ERROR"]
+    error: str | None
+    payload_error: str | None
+    payload: Any = field(repr=False)  # the model's output (OK) or error details (ERROR); untrusted content
+    signed_at: int = 0
+    signature: str = field(default="", repr=False)
+
+
 class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -271,6 +288,9 @@ class TryOn:
     next_action_at: datetime | None = None
     version: int = 0
     """Compare-and-set token, as ``Upload.version``: bumped by every change, including each claim."""
+    notified_request_id: str | None = None
+    """The generator request a verified webhook said has finished (set only by ``note_finished``): when it
+    is the current submission's, the next step fetches the result without asking for the status."""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
@@ -13,6 +14,7 @@ from domain.model import (
     Credentials,
     DetectedFace,
     DownloadedImage,
+    FalDelivery,
     GeneratedImage,
     GenerationRequest,
     JobState,
@@ -233,6 +235,22 @@ class TryOnRepository(Protocol):
         """Unsettled try-ons whose next step was due before ``before`` and that nobody holds."""
         ...
 
+    def record_request(self, tryon_id: str, request_id: str) -> None:
+        """Remember that the generator request ``request_id`` was submitted for the try-on (every attempt's,
+        so a late callback for an earlier attempt is still recognised as ours)."""
+        ...
+
+    def by_request_id(self, request_id: str) -> TryOn | None:
+        """The try-on a recorded generator request was submitted for (its current attempt or an earlier
+        one), or None for a request that is not ours."""
+        ...
+
+    def note_finished(self, tryon_id: str, request_id: str, now: datetime) -> bool:
+        """The generator says ``request_id`` has finished: if it is still the unsettled try-on's current
+        request, mark it (``notified_request_id``) and make its next step due now, without taking a
+        running step's lease or version; False when there is nothing to mark."""
+        ...
+
 
 class ResultRepository(Protocol):
     def add_if_absent(self, result: TryOnResult) -> None: ...
@@ -308,6 +326,11 @@ class TryOnQueue(Protocol):
 
     def advance_in(self, tryon_id: str, seconds: float) -> None: ...
 
+    def advance_once(self, tryon_id: str, key: str) -> None:
+        """Advance now, at most once per ``key``: asking again with the same key while that step is
+        pending or running adds nothing (a stable job id)."""
+        ...
+
     def expire_upload_at(self, upload_id: str, when: datetime) -> None:
         """Schedule the upload's expiry check; scheduling again for the same upload replaces the earlier
         one, so an upload has at most one pending expiry however often its deadline moves."""
@@ -353,4 +376,27 @@ class ImageGenerator(Protocol):
 
     def download(self, image: GeneratedImage, max_bytes: int) -> DownloadedImage:
         """Fetch an output, only from the allowed result hosts, at most ``max_bytes``, type sniffed."""
+        ...
+
+
+class WebhookVerifier(Protocol):
+    max_body_bytes: int
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> FalDelivery:
+        """The delivery, once its signature, timestamp and shape are good; else ``WebhookRejected``
+        (or ``WebhookKeysUnavailable`` when fal's keys cannot be had). ``headers`` names are matched
+        case-insensitively; ``body`` is the raw bytes exactly as received."""
+        ...
+
+
+class ReplayGuard(Protocol):
+    """Remembers signatures already accepted, for as long as a replay of them could still pass."""
+
+    def first_sighting(self, key: str, ttl_seconds: int) -> bool:
+        """Record ``key``; True the first time, False when it was seen within ``ttl_seconds``.
+        Raises DependencyUnavailable."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """Drop ``key`` again: the delivery was not processed (an outage), so fal's retry must pass."""
         ...

@@ -62,6 +62,21 @@ class RunnerPolicy:
     max_result_bytes: int = 20 * 1024 * 1024
     outage_retry_seconds: float = 5.0
     """A step cut short by an outage (database, storage, queue) is tried again this much later."""
+    webhooks: bool = False
+    """The generator calls back when a request finishes (PUBLIC_BASE_URL is set): polling is the fallback."""
+    webhook_grace_seconds: float = 30.0
+    """With webhooks, the first status check comes this long after submit; later ones back off."""
+    max_poll_seconds: float = 120.0
+
+    def poll_delay(self, elapsed: float) -> float:
+        """Seconds until the next status check, ``elapsed`` seconds after submit. Without webhooks, every
+        ``poll_seconds``; with them, first at the grace period, then at twice the time since submit
+        (30 s, 60 s, 120 s, 240 s ... after submit), at most ``max_poll_seconds`` apart."""
+        if not self.webhooks:
+            return self.poll_seconds
+        if elapsed < self.webhook_grace_seconds:
+            return self.webhook_grace_seconds - elapsed
+        return min(max(elapsed, self.poll_seconds), self.max_poll_seconds)
 
 
 class TryOnRunner:
@@ -104,7 +119,10 @@ class TryOnRunner:
         except DependencyUnavailable as outage:
             self._retry_later(tryon_id, outage, release=False)
             return
-        if tryon is None or tryon.status in TERMINAL:
+        if tryon is None:
+            self._come_back_if_notified(tryon_id)
+            return
+        if tryon.status in TERMINAL:
             return
         try:
             delay = self._submit(tryon, now) if tryon.submission is None else self._check(tryon, now)
@@ -112,6 +130,18 @@ class TryOnRunner:
                 self._queue.advance_in(tryon_id, delay)
         except DependencyUnavailable as outage:
             self._retry_later(tryon_id, outage, release=True)
+
+    def _come_back_if_notified(self, tryon_id: str) -> None:
+        """This step found the try-on held (or settled). If a webhook said its current request finished, the
+        holder may have asked for the status just before and will wait a whole poll interval: come back
+        shortly instead (each such step schedules at most one more, until the holder lets go)."""
+        with suppress(DependencyUnavailable):
+            with self._unit_of_work() as uow:
+                current = uow.tryons.get(tryon_id)
+            if current is None or current.status in TERMINAL or current.submission is None:
+                return
+            if current.notified_request_id == current.submission.request_id:
+                self._queue.advance_in(tryon_id, self._policy.poll_seconds)
 
     def _retry_later(self, tryon_id: str, outage: DependencyUnavailable, *, release: bool) -> None:
         """Put a step an outage cut short back. ``release`` only when this step holds the lease."""
@@ -162,6 +192,7 @@ class TryOnRunner:
             submission = self._generator.submit(request)
         except GenerationFailed as failure:
             return self._attempt_failed(tryon, now, attempt, failure)
+        delay = self._policy.poll_delay(0)
         running = replace(
             tryon,
             status=TryOnStatus.RUNNING,
@@ -169,13 +200,13 @@ class TryOnRunner:
             submission=submission,
             submitted_at=now,
             error=None,
-            next_action_at=now + timedelta(seconds=self._policy.poll_seconds),
+            next_action_at=now + timedelta(seconds=delay),
         )
         event = audit.generation_submitted(tryon, now, attempt, submission.request_id)
-        if not self._save(running, event):
+        if not self._save(running, event, submitted=submission.request_id):
             self._generator.cancel(submission)  # lost to another change: this submission is nobody's
             return None
-        return self._policy.poll_seconds
+        return delay
 
     def _check(self, tryon: TryOn, now: datetime) -> float | None:
         submission = tryon.submission
@@ -190,9 +221,13 @@ class TryOnRunner:
             ):
                 self._generator.cancel(submission)
                 raise GenerationFailed("fal did not finish in time", code="upstream_timeout", retryable=True)
-            if self._generator.state(submission) is not JobState.COMPLETED:
-                polled = replace(tryon, next_action_at=now + timedelta(seconds=self._policy.poll_seconds))
-                return self._policy.poll_seconds if self._save(polled) else None
+            # A verified webhook said this very request finished: fetch the result without asking.
+            notified = tryon.notified_request_id == submission.request_id
+            if not notified and self._generator.state(submission) is not JobState.COMPLETED:
+                elapsed = (now - tryon.submitted_at).total_seconds() if tryon.submitted_at else 0.0
+                delay = self._policy.poll_delay(elapsed)
+                polled = replace(tryon, next_action_at=now + timedelta(seconds=delay))
+                return delay if self._save(polled) else None
             images = self._generator.result(submission)
             if not images:
                 raise GenerationFailed("fal returned no image", code="generation_failed", retryable=True)
@@ -311,14 +346,18 @@ class TryOnRunner:
         if deadline is not None:
             self._queue.expire_upload_at(tryon.upload_id, deadline)
 
-    def _save(self, tryon: TryOn, event: AuditEvent | None = None) -> bool:
+    def _save(self, tryon: TryOn, event: AuditEvent | None = None, *, submitted: str | None = None) -> bool:
         """Write the step's outcome if nothing changed the try-on since this step claimed it; False when
         something did (erased, or a twin step after a lost lease): this step then stops. An outcome with
-        an event is one the app sees (running, retrying, failed): it is announced once committed."""
+        an event is one the app sees (running, retrying, failed): it is announced once committed.
+        ``submitted``: the generator request this step made, recorded with it (webhooks find the try-on
+        by it)."""
         with self._unit_of_work() as uow:
             won = uow.tryons.update(tryon)
             if won and event is not None:
                 uow.audit.append(event)
+            if won and submitted is not None:
+                uow.tryons.record_request(tryon.tryon_id, submitted)
             uow.commit()
         if not won:
             log.info("try-on step lost a race", extra={"tryon_id": tryon.tryon_id})

@@ -1,18 +1,24 @@
-"""fal.ai's signed completion callbacks: what a verified delivery says, why one is refused, and the port.
+"""fal.ai's signed completion callbacks: why a delivery is refused, and what a verified one changes.
 
 A delivery is only a hint that a request has finished: the result itself is still fetched from the queue's
-``response_url``, so nothing here carries trust beyond "fal says request X is done".
+``response_url`` by the worker, so nothing here carries trust beyond "fal says request X is done". The web
+request that receives it only marks the try-on and queues its next step; it never downloads anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import enum
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import Literal, get_args
 
 from domain.errors import DependencyUnavailable, DomainError
+from domain.model import TERMINAL
+from domain.ports import Clock, ReplayGuard, TryOnQueue, UnitOfWork, WebhookVerifier
 
-DeliveryStatus = Literal["OK", "ERROR"]
+log = logging.getLogger(__name__)
 
 #: Why a delivery was refused. For metrics and logs only: the HTTP answer is the same for every reason.
 RejectReason = Literal[
@@ -24,8 +30,13 @@ RejectReason = Literal[
     "unknown_key",  # no cached key verifies and the key set may not be refetched yet (rate limit)
     "bad_signature",  # no key verifies, even from a freshly fetched key set
     "malformed_body",  # signed, but not the documented JSON shape, or another request id than the header
+    "replayed",  # a signature already accepted within the replay window
+    "unknown_request",  # validly signed, but for a request we never submitted
 ]
 REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
+
+REPLAY_WINDOW_SECONDS = 600
+"""A signature is remembered this long: the ±300 s timestamp tolerance, both ways."""
 
 
 class WebhookRejected(DomainError):
@@ -46,25 +57,56 @@ class WebhookKeysUnavailable(DependencyUnavailable):
     code = "webhook_keys_unavailable"
 
 
+class Outcome(enum.StrEnum):
+    """What a verified delivery for one of our requests did."""
+
+    QUEUED = "queued"  # the try-on's next step (fetching the result) is queued now
+    SETTLED = "settled"  # the try-on is already settled: nothing to do
+    SUPERSEDED = "superseded"  # an earlier attempt's request: the try-on has moved on
+
+
 @dataclass(frozen=True)
-class FalDelivery:
-    """A verified delivery, as fal documents it: ``{request_id, gateway_request_id, status, payload,
-    error, payload_error}``. ``signed_at`` is the signed ``X-Fal-Webhook-Timestamp`` (epoch seconds)."""
+class FalWebhooks:
+    """``receive``: verify (signature first), refuse replays, find the try-on by fal request id, and for
+    the current attempt of an unsettled try-on mark it and queue its next step now (once per request)."""
 
-    request_id: str
-    gateway_request_id: str | None
-    status: DeliveryStatus
-    error: str | None
-    payload_error: str | None
-    payload: Any  # the model's output (OK) or error details (ERROR); JSON values, untrusted content
-    signed_at: int
+    verifier: WebhookVerifier
+    replays: ReplayGuard
+    unit_of_work: Callable[[], UnitOfWork]
+    queue: TryOnQueue
+    clock: Clock
 
+    @property
+    def max_body_bytes(self) -> int:
+        return self.verifier.max_body_bytes
 
-class WebhookVerifier(Protocol):
-    max_body_bytes: int
+    def receive(self, headers: Mapping[str, str], body: bytes) -> Outcome:
+        """Raises ``WebhookRejected`` (answer alike), ``DependencyUnavailable`` (answer 503: fal retries)."""
+        delivery = self.verifier.verify(headers, body)
+        replay_key = hashlib.sha256(delivery.signature.lower().encode()).hexdigest()
+        if not self.replays.first_sighting(replay_key, REPLAY_WINDOW_SECONDS):
+            raise WebhookRejected("replayed")
+        try:
+            return self._act(delivery.request_id)
+        except DependencyUnavailable:
+            self.replays.forget(replay_key)  # nothing was done: fal's retry of this delivery must pass
+            raise
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> FalDelivery:
-        """The delivery, once its signature, timestamp and shape are good; else ``WebhookRejected``
-        (or ``WebhookKeysUnavailable`` when fal's keys cannot be had). ``headers`` names are matched
-        case-insensitively; ``body`` is the raw bytes exactly as received."""
-        ...
+    def _act(self, request_id: str) -> Outcome:
+        with self.unit_of_work() as uow:
+            tryon = uow.tryons.by_request_id(request_id)
+        if tryon is None:
+            raise WebhookRejected("unknown_request")
+        if tryon.status in TERMINAL:
+            return Outcome.SETTLED
+        if tryon.submission is None or tryon.submission.request_id != request_id:
+            return Outcome.SUPERSEDED
+        with self.unit_of_work() as uow:
+            marked = uow.tryons.note_finished(tryon.tryon_id, request_id, self.clock.now())
+            uow.commit()
+        if not marked:  # settled or resubmitted since we read it
+            return Outcome.SUPERSEDED
+        # The job id is per request, so duplicates collapse; a key never names the request itself.
+        self.queue.advance_once(tryon.tryon_id, hashlib.sha256(request_id.encode()).hexdigest()[:32])
+        log.info("fal webhook: try-on step queued", extra={"tryon_id": tryon.tryon_id})
+        return Outcome.QUEUED

@@ -13,6 +13,7 @@ from peewee import Database
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
 from adapters.better_auth_session import BetterAuthSessionAuthenticator
 from adapters.fal_queue import FalQueueGenerator
+from adapters.fal_webhooks import FalWebhookVerifier, HttpJwksFetcher, JwksCache
 from adapters.mtcnn_faces import MtcnnFaceDetector
 from adapters.peewee_db import (
     Counts,
@@ -25,7 +26,7 @@ from adapters.peewee_db import (
     read_counts,
 )
 from adapters.pillow_images import PillowImageSanitizer, SandboxedImageSanitizer
-from adapters.redis_store import RedisChangeBoard, RedisProbe, connect_redis
+from adapters.redis_store import RedisChangeBoard, RedisProbe, RedisReplayGuard, connect_redis
 from adapters.rq_queue import RqTryOnQueue, RqVerificationQueue, TryOnJobs
 from adapters.s3_provisioning import (
     EXPIRING,
@@ -50,6 +51,7 @@ from domain.ports import (
     IdGenerator,
     ImageGenerator,
     ImageSanitizer,
+    ReplayGuard,
     ResultStorage,
     SourceUrlSigner,
     TryOnQueue,
@@ -57,6 +59,7 @@ from domain.ports import (
     UploadStorage,
     UploadUrlSigner,
     VerificationQueue,
+    WebhookVerifier,
 )
 from domain.retention import SourceExpiry
 from domain.scrubbing import Scrubber
@@ -66,10 +69,13 @@ from domain.tryons import TryOnDesk, TryOnLimits
 from domain.uploads import UploadIssuer, UploadPolicy
 from domain.user_data import UserData
 from domain.verification import UploadVerifier, VerificationPolicy
+from domain.webhooks import FalWebhooks
 from entrypoints import jobs
 from entrypoints.settings import Settings, SettingsError
 
 FAL_KEY_REQUIRED = "FAL_API_KEY is required by the worker"
+WEBHOOK_MAX_BODY_BYTES = 64 * 1024
+"""fal's deliveries name a few result URLs; the app-wide body cap (MAX_CONTENT_LENGTH) is the same."""
 TRYON_JOBS = TryOnJobs(advance_tryon=jobs.advance_tryon, expire_upload=jobs.expire_upload)
 """The job functions the queues name (RQ stores their dotted paths): handed to the adapter from here."""
 
@@ -104,6 +110,7 @@ class Services:
     source_expiry: SourceExpiry
     user_data: UserData
     sweeper: Sweeper
+    fal_webhooks: FalWebhooks
     tryon_runner: TryOnRunner | None
     """None where FAL_API_KEY is not set: only the worker needs it (see ``runner``)."""
     readiness_checks: Mapping[str, ReadinessCheck]
@@ -139,6 +146,8 @@ class Adapters:
     results: ResultStorage | None = None
     verification_queue: VerificationQueue | None = None
     changes: ChangeBoard | None = None
+    webhook_verifier: WebhookVerifier | None = None
+    replays: ReplayGuard | None = None
 
 
 @dataclass
@@ -223,12 +232,20 @@ def _compose(
         )
         ports.changes = ports.changes or RedisChangeBoard(built.redis)  # one per process: one waiter cap
         built.checks["redis"] = RedisProbe(built.redis).check
+    if ports.replays is None:  # a client connects lazily: only a webhook delivery uses it
+        ports.replays = RedisReplayGuard(built.redis or connect_redis(settings.redis_url))
+    if ports.webhook_verifier is None:  # fal's keys are fetched on the first delivery, not before
+        keys = JwksCache(HttpJwksFetcher(settings.fal_webhook_jwks_url))
+        ports.webhook_verifier = FalWebhookVerifier(
+            keys, ports.clock or SystemClock(), max_body_bytes=WEBHOOK_MAX_BODY_BYTES
+        )
     if ports.generator is None and settings.fal_api_key:
         ports.generator = FalQueueGenerator(
             api_key=settings.fal_api_key,
             queue_url=settings.fal_queue_url,
             model=settings.fal_model,
             result_hosts=settings.fal_result_hosts,
+            webhook_url=settings.fal_webhook_url,
         )
     services = _services(
         settings,
@@ -297,6 +314,7 @@ def _services(
 ) -> Services:
     assert ports.unit_of_work and ports.storage and ports.signer and ports.queue
     assert ports.results and ports.source_signer and ports.verification_queue and ports.changes
+    assert ports.webhook_verifier and ports.replays
     clock, ids, unit_of_work = ports.clock or SystemClock(), ports.ids or RandomIds(), ports.unit_of_work
     detector = ports.detector or MtcnnFaceDetector()
     runner = None
@@ -306,6 +324,8 @@ def _services(
                 max_attempts=settings.fal_max_attempts,
                 image_url_ttl_seconds=settings.fal_image_url_ttl_seconds,
                 source_retention_seconds=settings.source_retention_seconds,
+                webhooks=settings.public_base_url is not None,
+                webhook_grace_seconds=settings.fal_webhook_grace_seconds,
             ),
             generator=ports.generator,
             signer=ports.source_signer,
@@ -388,6 +408,13 @@ def _services(
             ),
         ),
         source_expiry=expiry,
+        fal_webhooks=FalWebhooks(
+            verifier=ports.webhook_verifier,
+            replays=ports.replays,
+            unit_of_work=unit_of_work,
+            queue=ports.queue,
+            clock=clock,
+        ),
         user_data=UserData(
             uploads=ports.storage,
             results=ports.results,

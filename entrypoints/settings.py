@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from domain.model import HARD_MAX_UPLOAD_BYTES, HARD_MAX_URL_TTL_SECONDS
 from domain.retention import SOURCE_RETENTION_SECONDS
 
 Number = TypeVar("Number", int, float)
 NUMBER_WORDS: dict[type, str] = {int: "a whole number", float: "a number"}
+FAL_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+FAL_WEBHOOK_PATH = "/v1/webhooks/fal"
 
 
 class SettingsError(ValueError):
@@ -55,6 +59,16 @@ class Settings:
     unused_upload_ttl_seconds: int = 86400
     processed_retention_days: int = 30
     cors_allowed_origins: tuple[str, ...] = ()
+    public_base_url: str | None = None
+    """The API's public origin: when set, fal is asked to call ``FAL_WEBHOOK_PATH`` on it."""
+    fal_webhook_jwks_url: str = FAL_JWKS_URL
+    fal_webhook_grace_seconds: float = 30.0
+    """With webhooks, how long after submit the worker first asks fal itself (polling is the fallback)."""
+
+    @property
+    def fal_webhook_url(self) -> str | None:
+        """Where fal calls back (no secret in it), or None without PUBLIC_BASE_URL."""
+        return None if self.public_base_url is None else self.public_base_url + FAL_WEBHOOK_PATH
 
     def __post_init__(self) -> None:
         _require(self.uploads_bucket, "UPLOADS_BUCKET")
@@ -79,6 +93,7 @@ class Settings:
             raise SettingsError("MAX_ACTIVE_TRYONS must be at least 1")
         if self.daily_image_quota < 1:
             raise SettingsError("DAILY_IMAGE_QUOTA must be at least 1")
+        self._check_webhooks()
         origin = self.better_auth_url.rstrip("/")
         for name, default in (
             ("better_auth_jwks_url", f"{origin}/api/auth/jwks"),
@@ -87,6 +102,14 @@ class Settings:
         ):
             if not getattr(self, name):
                 object.__setattr__(self, name, default)
+
+    def _check_webhooks(self) -> None:
+        if self.public_base_url is not None:
+            object.__setattr__(self, "public_base_url", _public_origin(self.public_base_url))
+        if urlsplit(self.fal_webhook_jwks_url).scheme not in ("https", "http"):
+            raise SettingsError("FAL_WEBHOOK_JWKS_URL must be an http(s) URL")
+        if not 0 < self.fal_webhook_grace_seconds <= 600:
+            raise SettingsError("FAL_WEBHOOK_GRACE_SECONDS must be more than 0 and at most 600")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +170,9 @@ class Settings:
             cors_allowed_origins=tuple(
                 origin.strip() for origin in text("CORS_ALLOWED_ORIGINS").split(",") if origin.strip()
             ),
+            public_base_url=optional("PUBLIC_BASE_URL"),
+            fal_webhook_jwks_url=text("FAL_WEBHOOK_JWKS_URL", FAL_JWKS_URL),
+            fal_webhook_grace_seconds=number("FAL_WEBHOOK_GRACE_SECONDS", 30.0),
         )
 
 
@@ -158,3 +184,35 @@ def _require(value: str, name: str) -> None:
 def _bounded(name: str, value: int, maximum: int) -> None:
     if not 1 <= value <= maximum:
         raise SettingsError(f"{name}={value} is refused: it must be between 1 and {maximum}")
+
+
+def _public_origin(value: str) -> str:
+    """An http(s) origin without user info, query or fragment (a trailing slash is dropped); https unless
+    the host is loopback (tests and local development)."""
+    refused = SettingsError(
+        "PUBLIC_BASE_URL must be an origin such as https://api.example.com "
+        "(no path, user info, query or fragment; http only for a loopback host)"
+    )
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise refused from None
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
+        raise refused
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise refused
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise refused
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise refused
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -50,6 +50,7 @@ from domain.ports import (
     IdGenerator,
     ImageGenerator,
     ImageSanitizer,
+    ReplayGuard,
     ResultRepository,
     ResultStorage,
     SourceUrlSigner,
@@ -97,6 +98,7 @@ class FakeStore:
     purged: dict[str, datetime] = field(default_factory=dict)
     sweep_leases: dict[str, datetime] = field(default_factory=dict)
     usage: dict[str, tuple[str, int]] = field(default_factory=dict)
+    fal_requests: dict[str, str] = field(default_factory=dict)
     fail_commit: bool = False
 
 
@@ -309,6 +311,22 @@ class FakeTryOnRepository(TryOnRepository):
 
         return [t.tryon_id for t in self._store.tryons.values() if overdue(t)][:limit]
 
+    def record_request(self, tryon_id: str, request_id: str) -> None:
+        self._store.fal_requests.setdefault(request_id, tryon_id)
+
+    def by_request_id(self, request_id: str) -> TryOn | None:
+        tryon_id = self._store.fal_requests.get(request_id)
+        return None if tryon_id is None else self._store.tryons.get(tryon_id)
+
+    def note_finished(self, tryon_id: str, request_id: str, now: datetime) -> bool:
+        tryon = self._store.tryons.get(tryon_id)
+        if tryon is None or tryon.status in TERMINAL or tryon.submission is None:
+            return False
+        if tryon.submission.request_id != request_id:
+            return False
+        self._store.tryons[tryon_id] = replace(tryon, notified_request_id=request_id, next_action_at=now)
+        return True
+
 
 class FakeResultRepository(ResultRepository):
     def __init__(self, store: FakeStore) -> None:
@@ -500,6 +518,7 @@ class FakeFaceDetector(FaceDetector):
 class FakeTryOnQueue(TryOnQueue):
     def __init__(self) -> None:
         self.advances: list[tuple[str, float]] = []
+        self.once: list[tuple[str, str]] = []
         self.expiries: list[tuple[str, datetime]] = []
         self.down = False
 
@@ -510,6 +529,14 @@ class FakeTryOnQueue(TryOnQueue):
         if self.down:
             raise StorageUnavailable("redis is down")
         self.advances.append((tryon_id, seconds))
+
+    def advance_once(self, tryon_id: str, key: str) -> None:
+        """Like RQ with a stable job id: a key already pending is not queued again."""
+        if self.down:
+            raise StorageUnavailable("redis is down")
+        if (tryon_id, key) not in self.once:
+            self.once.append((tryon_id, key))
+            self.advances.append((tryon_id, 0))
 
     def expire_upload_at(self, upload_id: str, when: datetime) -> None:
         self.expiries.append((upload_id, when))
@@ -651,3 +678,19 @@ class FakeVerificationQueue(VerificationQueue):
         self.queued.append(upload_id)
         if self.verifier is not None:
             self.verifier.verify(upload_id)
+
+
+class FakeReplayGuard(ReplayGuard):
+    """Remembers every key (and the window it was given) until forgotten."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    def first_sighting(self, key: str, ttl_seconds: int) -> bool:
+        if key in self.seen:
+            return False
+        self.seen[key] = ttl_seconds
+        return True
+
+    def forget(self, key: str) -> None:
+        self.seen.pop(key, None)

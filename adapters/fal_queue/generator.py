@@ -52,6 +52,7 @@ class FalQueueGenerator(ImageGenerator):
         timeout_seconds: float = 10.0,
         session: requests.Session | None = None,
         result_lifetime_seconds: int = 3600,
+        webhook_url: str | None = None,
     ) -> None:
         origin = origin_of(queue_url)
         if not api_key:
@@ -72,6 +73,8 @@ class FalQueueGenerator(ImageGenerator):
         self._timeouts = (min(_CONNECT_TIMEOUT, timeout_seconds), timeout_seconds)
         self._session = session if session is not None else requests.Session()
         self._lifetime = result_lifetime_seconds
+        # fal calls this back when a request finishes; it carries no secret (fal signs its calls).
+        self._webhook = {"fal_webhook": webhook_url} if webhook_url else {}
 
     def __repr__(self) -> str:
         return f"FalQueueGenerator(queue_url={self._queue_url!r}, model={self._model!r})"
@@ -88,7 +91,8 @@ class FalQueueGenerator(ImageGenerator):
             "X-Fal-Store-IO": "0",
             "X-Fal-Object-Lifecycle-Preference": json.dumps({"expiration_duration_seconds": self._lifetime}),
         }
-        body = self._call("POST", f"{self._queue_url}/{self._model}", json=payload, headers=headers)
+        url = f"{self._queue_url}/{self._model}"
+        body = self._call("POST", url, json=payload, headers=headers, params=self._webhook)
         names = ("request_id", "status_url", "response_url", "cancel_url")
         fields = [value for value in map(body.get, names) if isinstance(value, str) and value]
         if len(fields) != len(names):

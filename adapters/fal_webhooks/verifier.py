@@ -23,8 +23,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from adapters.fal_webhooks.jwks import JwksCache
-from domain.ports import Clock
-from domain.webhooks import FalDelivery, WebhookRejected, WebhookVerifier
+from domain.model import FalDelivery
+from domain.ports import Clock, WebhookVerifier
+from domain.webhooks import WebhookRejected
 
 REQUEST_ID = "x-fal-webhook-request-id"
 USER_ID = "x-fal-webhook-user-id"
@@ -82,7 +83,7 @@ class FalWebhookVerifier(WebhookVerifier):
             raise WebhookRejected("future")
         message = signed_message(request_id, user_id, timestamp, body)
         self._check_signature(message, bytes.fromhex(signature))
-        return _delivery(body, request_id, signed_at)
+        return _delivery(body, request_id, signed_at, signature)
 
     def _check_signature(self, message: bytes, signature: bytes) -> None:
         if _any_verifies(self._keys.keys(), message, signature):
@@ -104,7 +105,7 @@ def _any_verifies(keys: tuple[Ed25519PublicKey, ...], message: bytes, signature:
     return False
 
 
-def _delivery(body: bytes, request_id: str, signed_at: int) -> FalDelivery:
+def _delivery(body: bytes, request_id: str, signed_at: int, signature: str) -> FalDelivery:
     """fal's documented shape, for the request the signed header names; anything else is malformed."""
     try:
         document: Any = json.loads(body)
@@ -128,4 +129,5 @@ def _delivery(body: bytes, request_id: str, signed_at: int) -> FalDelivery:
         payload_error=payload_error,
         payload=document.get("payload"),
         signed_at=signed_at,
+        signature=signature,
     )

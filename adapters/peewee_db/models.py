@@ -113,9 +113,20 @@ class TryOnRow(BaseRow):
     next_action_at = UtcDateTimeField(null=True)
     lease_until = UtcDateTimeField(null=True)
     version = peewee.IntegerField(default=0)
+    notified_request_id = peewee.CharField(max_length=255, null=True)
 
     class Meta:
         table_name = "tryons"
+
+
+class FalRequestRow(BaseRow):
+    """Every generator request submitted for a try-on, this attempt's and earlier ones'."""
+
+    request_id = peewee.CharField(max_length=255, primary_key=True)
+    tryon_id = peewee.CharField(max_length=64)
+
+    class Meta:
+        table_name = "fal_requests"
 
 
 class ResultRow(BaseRow):
@@ -152,5 +163,7 @@ def bound_to(db: peewee.Database, *models: type[peewee.Model]) -> Any:
     naming ``db`` at execute time is not enough when the proxy is bound elsewhere.
     """
     return db.bind_ctx(
-        models or (UploadRow, AuditRow, TryOnRow, ResultRow, UsageRow), bind_refs=False, bind_backrefs=False
+        models or (UploadRow, AuditRow, TryOnRow, ResultRow, UsageRow, FalRequestRow),
+        bind_refs=False,
+        bind_backrefs=False,
     )

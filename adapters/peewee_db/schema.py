@@ -178,6 +178,22 @@ def _split_upload_deadlines(db: peewee.Database) -> None:
         execute_sql(db, statement)
 
 
+def _add_fal_requests(db: peewee.Database) -> None:
+    """Issue 14: fal's webhooks name a request id. Every request submitted for a try-on is recorded (so a
+    late delivery for an earlier attempt is still recognised as ours), looked up by its primary key; and
+    the request a verified webhook said has finished is marked on the try-on."""
+    for statement in (
+        """CREATE TABLE fal_requests (
+            request_id VARCHAR(255) NOT NULL PRIMARY KEY,
+            tryon_id VARCHAR(64) NOT NULL)""",
+        "CREATE INDEX fal_requests_tryon_id ON fal_requests (tryon_id)",
+        """INSERT INTO fal_requests (request_id, tryon_id)
+            SELECT fal_request_id, tryon_id FROM tryons WHERE fal_request_id IS NOT NULL""",
+        "ALTER TABLE tryons ADD COLUMN notified_request_id VARCHAR(255)",
+    ):
+        execute_sql(db, statement)
+
+
 VERSIONS = (
     (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
     (2, "add_verification_columns", _add_verification_columns),
@@ -186,4 +202,5 @@ VERSIONS = (
     (5, "add_versions_and_usage", _add_versions_and_usage),
     (6, "add_verification_attempts", _add_verification_attempts),
     (7, "split_upload_deadlines", _split_upload_deadlines),
+    (8, "add_fal_requests", _add_fal_requests),
 )

@@ -8,7 +8,13 @@ from typing import Any
 import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
-from adapters.peewee_db.models import SETTLED_TRYON_STATUSES, ResultRow, TryOnRow, bound_to
+from adapters.peewee_db.models import (
+    SETTLED_TRYON_STATUSES,
+    FalRequestRow,
+    ResultRow,
+    TryOnRow,
+    bound_to,
+)
 from domain.model import Submission, TryOn, TryOnError, TryOnResult, TryOnStatus
 from domain.ports import ResultRepository, TryOnRepository
 
@@ -55,7 +61,26 @@ class PeeweeTryOnRepository(TryOnRepository):
 
     def delete_for_user(self, user_id: str) -> int:
         with unavailable_on_failure("deleting try-ons"), bound_to(self._db):
+            theirs = TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.user_id == user_id)
+            FalRequestRow.delete().where(FalRequestRow.tryon_id.in_(theirs)).execute(self._db)
             return int(TryOnRow.delete().where(TryOnRow.user_id == user_id).execute(self._db))
+
+    def record_request(self, tryon_id: str, request_id: str) -> None:
+        with unavailable_on_failure("recording a generator request"), bound_to(self._db):
+            query = FalRequestRow.insert(request_id=request_id, tryon_id=tryon_id)
+            query.on_conflict_ignore().execute(self._db)
+
+    def by_request_id(self, request_id: str) -> TryOn | None:
+        with unavailable_on_failure("reading a try-on"), bound_to(self._db):
+            found = FalRequestRow.select().where(FalRequestRow.request_id == request_id).first(self._db)
+        return None if found is None else self.get(found.tryon_id)
+
+    def note_finished(self, tryon_id: str, request_id: str, now: datetime) -> bool:
+        current = (TryOnRow.tryon_id == tryon_id) & (TryOnRow.fal_request_id == request_id)
+        with unavailable_on_failure("marking a try-on"), bound_to(self._db):
+            query = TryOnRow.update(notified_request_id=request_id, next_action_at=now)
+            changed = query.where(current & TryOnRow.status.not_in(_SETTLED)).execute(self._db)
+        return bool(changed == 1)
 
     def unsettled_for_upload(self, upload_id: str) -> int:
         with unavailable_on_failure("counting try-ons"), bound_to(self._db):
@@ -210,4 +235,5 @@ def _tryon(row: Any) -> TryOn:
         submitted_at=row.submitted_at,
         next_action_at=row.next_action_at,
         version=row.version,
+        notified_request_id=row.notified_request_id,
     )

@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from domain.errors import DomainError
 from entrypoints.bootstrap import Services, bootstrap
-from entrypoints.http import docs, metrics, ops, tryons, uploads, user_data
+from entrypoints.http import docs, metrics, ops, tryons, uploads, user_data, webhooks
 from entrypoints.http.context import install, services_of
 from entrypoints.http.json_bodies import refuse_deeply_nested_json
 from entrypoints.http.problems import (
@@ -75,6 +75,7 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
     api.register_blueprint(uploads.blp)
     api.register_blueprint(tryons.blp)
     api.register_blueprint(user_data.blp)
+    api.register_blueprint(webhooks.blp)
     app.register_blueprint(metrics.blp)  # plain Flask: operators' endpoint, not part of the API document
     app.register_blueprint(docs.blp)  # Swagger UI from the pinned package, not from a CDN
     install_rate_limits(app, storage_uri=services.rate_limit_storage_uri, settings=services.settings)

@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, abort, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -26,6 +26,13 @@ from entrypoints.bootstrap import Services
 from entrypoints.http.context import services
 
 blp = Blueprint("metrics", __name__)
+
+FAL_WEBHOOKS = Counter(
+    "tryon_fal_webhooks",
+    "fal webhook deliveries this process answered, by outcome (and why one was rejected)",
+    ["outcome", "reason"],
+    registry=None,  # per process; registered into each scrape's registry below
+)
 
 DELETIONS = {"upload.deleted": "source", "result.deleted": "result", "upload.expired": "unfinished_upload"}
 
@@ -113,4 +120,5 @@ def metrics() -> Response:
         abort(404)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(services()))
+    registry.register(FAL_WEBHOOKS)
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

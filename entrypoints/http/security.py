@@ -10,6 +10,8 @@ from domain.ports import Authenticator
 from entrypoints.http.context import services
 
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+NO_USER_TOKEN = ("/v1/webhooks/",)
+"""Callers that are not users (fal's signed webhooks): they authenticate themselves in the view."""
 
 
 def credentials_from_request() -> Credentials:
@@ -22,6 +24,8 @@ def credentials_from_request() -> Credentials:
 def authenticate_request() -> None:
     """Sets ``g.user_id`` for protected endpoints; unknown routes fall through to 404/405."""
     if request.endpoint is None or not request.path.startswith("/v1/"):
+        return
+    if request.path.startswith(NO_USER_TOKEN):
         return
     authenticator: Authenticator = services().authenticator
     credentials = credentials_from_request()

@@ -20,7 +20,8 @@ import requests
 from adapters.fal_webhooks import FalWebhookVerifier, HttpJwksFetcher, JwksCache
 from devtools.fal_simulator import FalSimulator
 from devtools.fal_simulator.webhooks import WEBHOOK_FAULTS, WebhookDelivery
-from domain.webhooks import FalDelivery, WebhookKeysUnavailable, WebhookRejected
+from domain.model import FalDelivery
+from domain.webhooks import WebhookKeysUnavailable, WebhookRejected
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from adapters.fal_webhooks import FalWebhookVerifier, HttpJwksFetcher, JwksCache, parse_jwks
-from domain.webhooks import REJECT_REASONS, FalDelivery, WebhookKeysUnavailable, WebhookRejected
+from domain.model import FalDelivery
+from domain.webhooks import REJECT_REASONS, WebhookKeysUnavailable, WebhookRejected
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 EPOCH = int(NOW.timestamp())
@@ -150,7 +151,8 @@ def test_a_delivery_signed_by_a_key_of_the_jwks_is_accepted_and_parsed(fal_key):
     setup = rig(jwks(other, fal_key))  # any key of the set may have signed it
     body = body_of()
 
-    delivery = setup.verifier.verify(signed(fal_key, body), body)
+    headers = signed(fal_key, body)
+    delivery = setup.verifier.verify(headers, body)
 
     assert delivery == FalDelivery(
         request_id=REQUEST_ID,
@@ -160,6 +162,7 @@ def test_a_delivery_signed_by_a_key_of_the_jwks_is_accepted_and_parsed(fal_key):
         payload_error=None,
         payload={"images": [{"url": "https://v3.fal.media/files/x.png"}]},
         signed_at=EPOCH,
+        signature=headers["X-Fal-Webhook-Signature"],
     )
     assert setup.session.calls == [
         {"url": JWKS_URL, "timeout": 5.0, "stream": True, "allow_redirects": False}
