@@ -128,10 +128,12 @@ def start_stack(
     database_url: str | None = None,
     with_floor: bool = True,
     private_redis: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Stack:
     """``database_url`` None: see ``fresh_database``. ``with_floor``: also start ``bench.floor_app``.
     ``private_redis``: start a redis-server of our own even if one answers at ``REDIS_URL`` (its queues
-    are then not shared with, or flushed by, anything else running on the machine, such as a test suite)."""
+    are then not shared with, or flushed by, anything else running on the machine, such as a test suite).
+    ``extra_env``: more settings for the service (and ``Stack.env``), e.g. where fal's webhook keys are."""
     WORKDIR.mkdir(parents=True, exist_ok=True)
     database_url = database_url or fresh_database()
     os.environ.update(EMULATOR_CREDENTIALS)
@@ -154,6 +156,7 @@ def start_stack(
         "RATE_LIMIT_MUTATIONS": UNTRIPPABLE_RATE_LIMIT,
         "MAX_ACTIVE_TRYONS": UNTRIPPABLE_COUNT,
         "DAILY_IMAGE_QUOTA": UNTRIPPABLE_COUNT,
+        **(extra_env or {}),
     }
     progress(f"database {database_url.split('://')[0]}; tryon migrate: {_release('migrate', env)}")
     progress(f"tryon provision: {_release('provision', env)}")

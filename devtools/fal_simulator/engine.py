@@ -293,6 +293,7 @@ class Engine:
             if job.state is JobState.COMPLETED:
                 return
             job.state, job.inference_time = JobState.COMPLETED, inference_time
+            job.completed_at = time.monotonic()
             if self.jobs.get(job.request_id) is not job:  # forgotten by reset(): publish nothing
                 outcome = INTERNAL_ERROR
             if isinstance(outcome, Reply):

@@ -127,6 +127,7 @@ class Job:
     result: dict[str, Any] | None = None
     failure: Reply | None = None
     inference_time: float | None = None
+    completed_at: float | None = None  # time.monotonic() when it became COMPLETED
     cancel_requested: bool = False
     wake: threading.Event = field(default_factory=threading.Event)
     files: list[str] = field(default_factory=list)

@@ -150,6 +150,13 @@ class FalSimulator:
         with self._engine.lock:
             return dict(self._engine.jobs[request_id].platform_headers)
 
+    def job_times(self, request_id: str) -> tuple[float, float | None]:
+        """When a job was submitted and when it became COMPLETED (None until then), on this process's
+        ``time.monotonic()`` clock: how long fal held it. KeyError if unknown (or evicted)."""
+        with self._engine.lock:
+            job = self._engine.jobs[request_id]
+            return job.submitted_at, job.completed_at
+
     # -- lifecycle --------------------------------------------------------------------------------------
 
     @property
