@@ -180,7 +180,7 @@ class Http:
             session = self._local.session = requests.Session()
             # gthread workers keep connections alive and close idle ones after 2 s: a read sent on one the
             # server is closing at that instant never reaches the app. Retry reads (GET) then, as clients do;
-            # mutations are never retried, so a lost one still counts.
+            # mutations are never retried (a lost one still counts): ``call`` sends each on a new connection.
             retries = Retry(
                 total=2, connect=2, read=2, status=0, allowed_methods={"GET"}, raise_on_status=False
             )
@@ -191,9 +191,15 @@ class Http:
         headers = {**r.auth, **kwargs.pop("headers", {})}
         sent, sent_at = time.monotonic(), datetime.now(UTC)
         try:
-            response = self._session().request(
-                method, self.base_url + path, headers=headers, timeout=60, **kwargs
-            )
+            if method == "GET":
+                response = self._session().request(
+                    method, self.base_url + path, headers=headers, timeout=60, **kwargs
+                )
+            else:  # a fresh connection: a mutation can never meet one the server is closing as it is sent
+                headers["Connection"] = "close"
+                response = requests.request(
+                    method, self.base_url + path, headers=headers, timeout=60, **kwargs
+                )
         except requests.RequestException as error:
             r.flag("5xx or no answer", f"{label}: no answer ({type(error).__name__})")
             return Answer(0, None, sent, time.monotonic(), sent_at)
