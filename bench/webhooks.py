@@ -34,10 +34,8 @@ exits 0; it exits 1 if the stack, the upload or a worker cannot be set up or a t
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import signal
 import statistics
 import sys
 import time
@@ -46,14 +44,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
-from types import FrameType
 
 import peewee
 import requests
 
 from adapters.peewee_db import open_database
 from adapters.peewee_db.database import execute_sql
-from bench.cli import env_number
+from bench.cli import Flag, exit_code, failed, interrupted, options_from, options_parser, stop_on_sigterm
 from bench.loadgen import nearest_rank
 from bench.stack import WORKDIR, Stack, progress, start_stack
 from bench.tryons import (
@@ -99,30 +96,15 @@ class Options:
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m bench.webhooks", description=__doc__.split("\n")[0])
-    flags: list[tuple[str, str, float, str]] = [
+    flags: list[Flag] = [
         ("--tryons", "BENCH_WEBHOOK_TRYONS", 24, "try-ons per mode, one after another"),
         ("--work-min", "BENCH_WEBHOOK_WORK_MIN", 1.0, "the simulator's shortest work time, s"),
         ("--work-max", "BENCH_WEBHOOK_WORK_MAX", 3.0, "the simulator's longest work time, s"),
         ("--client-poll-seconds", "BENCH_WEBHOOK_CLIENT_POLL", 1.0, "the polling client's interval"),
         ("--workers", "BENCH_WORKERS", 2, "gunicorn workers of the service"),
     ]
-    for flag, env, default, text in flags:
-        parser.add_argument(flag, type=float, default=env_number(env, default), help=f"{text} (${env})")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL") or None,
-        help="DATABASE_URL for the service; default a fresh Postgres database, else SQLite",
-    )
-    args = parser.parse_args(argv)
-    options = Options(
-        tryons=int(args.tryons),
-        work_min=args.work_min,
-        work_max=args.work_max,
-        client_poll_seconds=args.client_poll_seconds,
-        workers=int(args.workers),
-        database_url=args.database_url,
-    )
+    parser = options_parser("bench.webhooks", __doc__ or "", flags)
+    options = options_from(parser.parse_args(argv), Options)
     if not 1 <= options.tryons <= 200:
         parser.error("try-ons must be 1-200")
     if not 0.5 <= options.work_min <= options.work_max <= 20:
@@ -427,10 +409,6 @@ def verdicts(polling: ModeRun, webhooks: ModeRun) -> list[str]:
 # -- main -----------------------------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(options: Options, stack: ExitStack, runs: list[ModeRun]) -> None:
     os.environ.pop("PUBLIC_BASE_URL", None)  # polling must not inherit one from the caller's shell
     sim = stack.enter_context(FalSimulator())
@@ -462,18 +440,16 @@ def run(options: Options, stack: ExitStack, runs: list[ModeRun]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     runs: list[ModeRun] = []
     try:
         with ExitStack() as stack:
             try:
                 run(options, stack, runs)
             except Exception as error:
-                progress(f"FAILED: {type(error).__name__}: {error}")
-                return 1
+                return failed(error)
     except KeyboardInterrupt:
-        print("\n[bench] interrupted; everything started has been stopped", file=sys.stderr)
-        return 130
+        return interrupted()
     polling, webhooks = runs
     print()
     print(
@@ -485,10 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for line in verdicts(polling, webhooks):
         print(line)
-    errors = [f"{run.mode.name}: {problem}" for run in runs for problem in run.errors]
-    for problem in errors:
-        print(f"ERROR: {problem}", file=sys.stderr)
-    return 1 if errors else 0
+    return exit_code([f"{run.mode.name}: {problem}" for run in runs for problem in run.errors])
 
 
 if __name__ == "__main__":
