@@ -8,9 +8,18 @@ from typing import Any
 import peewee
 
 from adapters.peewee_db.database import database_proxy
-from domain.model import TERMINAL
+from domain.model import TERMINAL, TryOnStatus
 
 SETTLED_TRYON_STATUSES = [status.value for status in TERMINAL]
+UNSETTLED_TRYON_STATUSES = [status.value for status in TryOnStatus if status not in TERMINAL]
+
+
+def unsettled_tryon(status: peewee.Field) -> peewee.Expression:
+    """``status IN ('queued', 'running')``, the predicate of migration 9's partial indexes on unsettled
+    try-ons. A planner uses a partial index only for a WHERE that implies its predicate: not ``NOT IN`` the
+    settled ones, and on SQLite not an ``IN`` list of bound parameters either, so the (constant, enum-made)
+    values are written into the SQL."""
+    return status.in_([peewee.SQL(f"'{value}'") for value in UNSETTLED_TRYON_STATUSES])
 
 
 class UtcDateTimeField(peewee.DateTimeField):

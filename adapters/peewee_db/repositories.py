@@ -69,6 +69,7 @@ class PeeweeUploadRepository(UploadRepository):
         return self.get(upload_id) if changed == 1 else None
 
     def stalled_verifications(self, before: datetime, limit: int) -> list[str]:
+        """Reads ``uploads_verifying_updated_at`` (uploads being verified only), in its order."""
         stalled = (UploadRow.status == UploadStatus.VERIFYING.value) & (UploadRow.updated_at < before)
         with unavailable_on_failure("finding stalled verifications"), bound_to(self._db):
             query = UploadRow.select(UploadRow.upload_id).where(stalled).order_by(UploadRow.updated_at)
@@ -140,6 +141,8 @@ class PeeweeUploadRepository(UploadRepository):
             UploadRow.delete().where(deleted).execute(self._db)
 
     def to_purge(self, settled_before: datetime, limit: int) -> list[Upload]:
+        """Reads ``uploads_unpurged_created_at`` (``WHERE purged_at IS NULL``: uploads whose objects are all
+        gone are not in it), in its order; ``purged_at IS NULL`` must stay a term of the outer AND."""
         unfinished = [s.value for s in (UploadStatus.ISSUED, UploadStatus.VERIFYING)]
         dead = UploadRow.status.in_(
             [*unfinished, UploadStatus.REJECTED.value, UploadStatus.EXPIRED.value]

@@ -194,6 +194,32 @@ def _add_fal_requests(db: peewee.Database) -> None:
         execute_sql(db, statement)
 
 
+UNSETTLED_TRYONS = "status IN ('queued', 'running')"
+"""The predicate of the partial indexes on unsettled try-ons; a query uses them only when its WHERE says
+exactly this (``TryOnStatus`` minus ``TERMINAL``, spelled as ``IN``, never as ``NOT IN`` the settled ones)."""
+
+
+def _index_live_work(db: peewee.Database) -> None:
+    """Issue 15: every periodic query (the sweep, the reconciler, the verifier's stalled claims) reads a
+    partial index holding only the rows that may still need work, so its cost follows the work due, not the
+    years of settled history. The indexes they replace are dropped (no other query reads them).
+
+    Plain ``CREATE INDEX`` inside the release migration: on Postgres it holds a SHARE lock on each table
+    (writes wait; reads go on) while it builds; the partial indexes are small, but building them still reads
+    the whole table once (a few seconds at 400,000 uploads)."""
+    for statement in (
+        "CREATE INDEX uploads_unpurged_created_at ON uploads (created_at) WHERE purged_at IS NULL",
+        "CREATE INDEX uploads_verifying_updated_at ON uploads (updated_at) WHERE status = 'verifying'",
+        "CREATE INDEX tryon_results_unkept_created_at ON tryon_results (created_at) WHERE NOT favorite",
+        f"CREATE INDEX tryons_unsettled_created_at ON tryons (created_at) WHERE {UNSETTLED_TRYONS}",
+        f"CREATE INDEX tryons_unsettled_next_action_at ON tryons (next_action_at) WHERE {UNSETTLED_TRYONS}",
+        "DROP INDEX uploads_status_expires_at",
+        "DROP INDEX tryons_status_next_action_at",
+        "DROP INDEX tryon_results_created_at",
+    ):
+        execute_sql(db, statement)
+
+
 VERSIONS = (
     (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
     (2, "add_verification_columns", _add_verification_columns),
@@ -203,4 +229,5 @@ VERSIONS = (
     (6, "add_verification_attempts", _add_verification_attempts),
     (7, "split_upload_deadlines", _split_upload_deadlines),
     (8, "add_fal_requests", _add_fal_requests),
+    (9, "index_live_work", _index_live_work),
 )

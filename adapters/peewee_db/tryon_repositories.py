@@ -14,6 +14,7 @@ from adapters.peewee_db.models import (
     ResultRow,
     TryOnRow,
     bound_to,
+    unsettled_tryon,
 )
 from domain.model import Submission, TryOn, TryOnError, TryOnResult, TryOnStatus
 from domain.ports import ResultRepository, TryOnRepository
@@ -90,12 +91,13 @@ class PeeweeTryOnRepository(TryOnRepository):
             return int(query.count(self._db))
 
     def due(self, before: datetime, limit: int) -> list[str]:
+        """Reads ``tryons_unsettled_next_action_at`` (unsettled rows only), in its order."""
         free = TryOnRow.lease_until.is_null() | (TryOnRow.lease_until < before)
         overdue = TryOnRow.next_action_at.is_null() | (TryOnRow.next_action_at < before)
         with unavailable_on_failure("finding overdue try-ons"), bound_to(self._db):
             query = (
                 TryOnRow.select(TryOnRow.tryon_id)
-                .where(TryOnRow.status.not_in(_SETTLED) & free & overdue)
+                .where(unsettled_tryon(TryOnRow.status) & free & overdue)
                 .order_by(TryOnRow.next_action_at)
                 .limit(limit)
             )
@@ -140,7 +142,10 @@ class PeeweeResultRepository(ResultRepository):
             return bool(query.where((ResultRow.result_id == result_id) & ~kept).execute(self._db) == 1)
 
     def expired(self, created_before: datetime, limit: int) -> list[TryOnResult]:
-        old = (ResultRow.favorite == False) & (ResultRow.created_at < created_before)  # noqa: E712
+        """Reads ``tryon_results_unkept_created_at`` (``WHERE NOT favorite``: favourites kept for years are
+        not in it), in its order; ``NOT favorite`` spelled as the index's predicate (SQLite cannot prove it
+        from ``favorite = ?``)."""
+        old = ~ResultRow.favorite & (ResultRow.created_at < created_before)
         with unavailable_on_failure("finding expired results"), bound_to(self._db):
             query = ResultRow.select().where(old).order_by(ResultRow.created_at).limit(limit)
             return [_result(row) for row in query.execute(self._db)]

@@ -1,0 +1,304 @@
+"""Issue 15: every periodic query (the sweep's three, the reconciler's, the verifier's stalled claims) costs
+what the work due costs, not what history costs. Proven on SQLite and Postgres holding 50,000 settled rows per
+table (purged uploads, settled try-ons, favourites kept for years) beside a handful due: each query returns
+exactly the due rows, its plan reads the partial index of migration 9 meant for it (never a sequential scan of
+the table), and on Postgres ``EXPLAIN (ANALYZE, BUFFERS)`` counts the rows and pages it touched, which stay a
+few dozen however much history there is (a scan of the history touches tens of thousands of rows).
+
+The query text is the repositories' own: each method runs once with its SQL captured, then that SQL is
+explained with the same parameters."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import peewee
+import pytest
+
+from adapters.peewee_db import MIGRATIONS, PeeweeResultRepository, PeeweeTryOnRepository, migrate
+from adapters.peewee_db.database import execute_sql, is_postgres
+from adapters.peewee_db.models import UNSETTLED_TRYON_STATUSES
+from adapters.peewee_db.repositories import PeeweeUploadRepository
+from adapters.peewee_db.schema import UNSETTLED_TRYONS
+from tests.builders.databases import Backend, postgres_schema
+
+pytestmark = pytest.mark.integration
+
+HISTORY = 50_000
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+MAX_ROWS_TOUCHED = 60
+"""Rows a periodic query may read (index entries and heap rows, kept or filtered out) with a dozen due or
+live rows beside 50,000 of history; a scan of that history reads 50,000."""
+MAX_PAGES_TOUCHED = 40
+"""Shared buffers (hit or read) a periodic query may touch; the history alone fills about a thousand."""
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    run: Callable[[peewee.Database], list[str]]
+    table: str
+    index: str
+    due: list[str]
+
+
+def _to_purge(db: peewee.Database) -> list[str]:
+    found = PeeweeUploadRepository(db).to_purge(NOW - timedelta(seconds=900), 200)
+    return [upload.upload_id for upload in found]
+
+
+def _expired_results(db: peewee.Database) -> list[str]:
+    return [result.result_id for result in PeeweeResultRepository(db).expired(NOW - timedelta(days=30), 200)]
+
+
+PERIODIC = [
+    Periodic("sweep: uploads to purge", _to_purge, "uploads", "uploads_unpurged_created_at",
+             ["dead_1", "dead_2", "dead_3", "deleted_1"]),
+    Periodic("sweep: overdue selfies", lambda db: PeeweeUploadRepository(db).overdue_sources(NOW, 200),
+             "uploads", "uploads_status_source_expires_at", ["overdue_2", "overdue_1"]),
+    Periodic("sweep: expired results", _expired_results, "tryon_results", "tryon_results_unkept_created_at",
+             ["due_r1", "due_r2", "due_r3"]),
+    Periodic("reconciler: overdue try-ons",
+             lambda db: PeeweeTryOnRepository(db).due(NOW - timedelta(seconds=10), 200),
+             "tryons", "tryons_unsettled_next_action_at", ["due_t1", "due_t2", "due_t3"]),
+    Periodic("verifier: stalled verifications",
+             lambda db: PeeweeUploadRepository(db).stalled_verifications(NOW - timedelta(seconds=120), 100),
+             "uploads", "uploads_verifying_updated_at", ["stalled_1", "stalled_2"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[peewee.Database]:
+    """One database per backend for the whole module: migrated, 50,000 rows of history per table, the due
+    and live rows, then ANALYZE (as autovacuum would), so the planner knows how much history there is."""
+    if request.param == "sqlite":
+        backend = Backend("sqlite", f"sqlite:///{tmp_path_factory.mktemp('live_work')}/tryon.db")
+        yield _seed(backend)
+        backend.close_all()
+        return
+    with postgres_schema("tryon_live_work") as url:
+        backend = Backend("postgres", url)
+        try:
+            yield _seed(backend)
+        finally:
+            backend.close_all()
+
+
+def _seed(backend: Backend) -> peewee.Database:
+    db = backend.open()
+    migrate(db)
+    with db.atomic():
+        for statement in history_sql(is_postgres(db), HISTORY):
+            execute_sql(db, statement)
+        _add_due_and_live_rows(db)
+    execute_sql(db, "ANALYZE")
+    return db
+
+
+def history_sql(postgres: bool, rows: int) -> list[str]:
+    """Years of settled rows, generated in SQL: uploads deleted, rejected or expired and purged long ago,
+    try-ons settled, and each try-on's result kept as a favourite (so never expired)."""
+    if postgres:
+        numbers, source = "", f"generate_series(1, {rows}) AS n(i)"
+        at = "(TIMESTAMPTZ '2024-01-01 00:00:00+00' + i * INTERVAL '10 minutes')"
+    else:
+        numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+        source = "n"
+        at = "strftime('%Y-%m-%d %H:%M:%S+00:00', '2024-01-01', '+' || (i * 10) || ' minutes')"
+    mod = "%%" if postgres else "%"  # psycopg2 formats every statement it is given parameters for
+    status = f"CASE i {mod} 3 WHEN 0 THEN 'deleted' WHEN 1 THEN 'rejected' ELSE 'expired' END"
+    user = f"'user_' || (i {mod} 997)"
+    return [
+        f"""{numbers}INSERT INTO uploads (upload_id, user_id, object_key, content_type,
+            content_length, status, created_at, expires_at, updated_at, source_expires_at, purged_at)
+            SELECT 'old_' || i, {user}, 'uploads/old/' || i, 'image/jpeg', 1000, {status},
+            {at}, {at}, {at}, {at}, {at} FROM {source}""",
+        f"""{numbers}INSERT INTO tryons (tryon_id, user_id, upload_id, style_prompt, num_images,
+            output_format, status, attempts, created_at, completed_at, next_action_at)
+            SELECT 'old_t' || i, {user}, 'old_' || i, 'a bob', 1, 'jpeg',
+            CASE i {mod} 2 WHEN 0 THEN 'succeeded' ELSE 'failed' END, 1, {at}, {at}, {at} FROM {source}""",
+        f"""{numbers}INSERT INTO tryon_results (result_id, tryon_id, user_id, position, object_key,
+            content_type, size, created_at, favorite)
+            SELECT 'old_r' || i, 'old_t' || i, {user}, 0, 'processed/old/' || i, 'image/jpeg',
+            1000, {at}, TRUE FROM {source}""",
+    ]
+
+
+UPLOAD_COLUMNS = (
+    "upload_id, user_id, object_key, content_type, content_length, status, created_at, expires_at, "
+    "updated_at, source_expires_at, purged_at"
+)
+TRYON_COLUMNS = (
+    "tryon_id, user_id, upload_id, style_prompt, num_images, output_format, status, attempts, "
+    "created_at, next_action_at, lease_until"
+)
+RESULT_COLUMNS = (
+    "result_id, tryon_id, user_id, position, object_key, content_type, size, created_at, favorite"
+)
+
+
+def _add_due_and_live_rows(db: peewee.Database) -> None:
+    """Due: 3 dead intents and a deletion left unfinished, 2 overdue selfies, 2 stalled verifications, 3
+    try-ons overdue, 3 results past retention. Live, not due: intents still in flight, a fresh verification,
+    a selfie with time left, a leased try-on and one not yet due, results a day old."""
+
+    def at(minutes: int) -> datetime:
+        return NOW + timedelta(minutes=minutes)
+
+    uploads = [  # upload_id, status, created_at, expires_at, updated_at, source_expires_at, purged_at
+        *[(f"dead_{i}", "rejected", at(-120 + i), at(-100), at(-100), None, None) for i in (1, 2, 3)],
+        ("deleted_1", "deleted", at(-90), at(-85), at(-1), None, None),
+        *[(f"issuing_{i}", "issued", at(-1), at(4), None, None, None) for i in (1, 2)],
+        *[(f"stalled_{i}", "verifying", at(-11), at(-6), at(-10 + i), None, None) for i in (1, 2)],
+        ("verifying_1", "verifying", at(-1), at(4), at(0), None, None),
+        *[(f"overdue_{i}", "verified", at(-90), at(-85), at(-80), at(-i), at(-60)) for i in (1, 2)],
+        ("kept_1", "verified", at(-90), at(-85), at(-80), at(60), at(-60)),
+    ]
+    for upload_id, status, *times in uploads:
+        key = f"uploads/user_1/{upload_id}"
+        _insert(db, "uploads", UPLOAD_COLUMNS, (upload_id, "user_1", key, "image/jpeg", 1, status, *times))
+    tryons = [  # tryon_id, status, next_action_at, lease_until
+        *[(f"due_t{i}", "queued" if i == 1 else "running", at(-10 + i), None) for i in (1, 2, 3)],
+        ("leased_t", "running", at(-5), at(1)),
+        ("later_t", "queued", at(1), None),
+    ]
+    for tryon_id, status, *times in tryons:
+        row = (tryon_id, "user_1", "overdue_1", "a bob", 1, "jpeg", status, 0, at(-15), *times)
+        _insert(db, "tryons", TRYON_COLUMNS, row)
+    results = [(f"due_r{i}", NOW - timedelta(days=40, minutes=-i)) for i in (1, 2, 3)]
+    results += [(f"recent_r{i}", NOW - timedelta(days=1, minutes=i)) for i in range(20)]
+    for result_id, created in results:
+        key = f"processed/user_1/{result_id}"
+        row = (result_id, result_id, "user_1", 0, key, "image/jpeg", 10, created, False)
+        _insert(db, "tryon_results", RESULT_COLUMNS, row)
+
+
+def _insert(db: peewee.Database, table: str, columns: str, row: tuple[Any, ...]) -> None:
+    values = ", ".join([db.param] * len(row))
+    execute_sql(db, f"INSERT INTO {table} ({columns}) VALUES ({values})", row)
+
+
+def captured(db: peewee.Database, run: Callable[[peewee.Database], list[str]]) -> tuple[list[str], str, Any]:
+    """``run``'s answer, and the one SELECT it sent (its SQL and parameters)."""
+    sent: list[tuple[str, Any]] = []
+    original = db.execute_sql
+
+    def spy(sql: str, params: Any = None) -> Any:
+        sent.append((sql, params))
+        return original(sql, params)
+
+    db.execute_sql = spy  # type: ignore[method-assign]
+    try:
+        answer = run(db)
+    finally:
+        del db.execute_sql
+    assert len(sent) == 1, sent
+    return answer, *sent[0]
+
+
+@pytest.mark.parametrize("periodic", PERIODIC, ids=lambda periodic: periodic.name)
+def test_a_periodic_query_reads_only_its_partial_index_whatever_the_history(
+    seeded: peewee.Database, periodic: Periodic
+) -> None:
+    answer, sql, params = captured(seeded, periodic.run)
+
+    assert answer == periodic.due
+    if is_postgres(seeded):
+        plan = explain_analyze(seeded, sql, params)
+        scans = list(scan_nodes(plan))
+        assert [node["Node Type"] for node in scans if node.get("Relation Name") == periodic.table] == [
+            "Index Scan"
+        ], scans
+        assert {node.get("Index Name") for node in scans} == {periodic.index}
+        assert rows_touched(plan) <= MAX_ROWS_TOUCHED, plan
+        assert pages_touched(plan) <= MAX_PAGES_TOUCHED, plan
+    else:
+        details = explain_query_plan(seeded, sql, params)
+        # One step, on the index (peewee aliases the table t1): no "SCAN t1" of the table, no sort.
+        assert len(details) == 1, details
+        assert re.fullmatch(rf"(SCAN|SEARCH) t1 USING INDEX {periodic.index}( \(.*\))?", details[0]), details
+
+
+def explain_analyze(db: peewee.Database, sql: str, params: Any) -> dict[str, Any]:
+    cursor = execute_sql(db, f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", params)
+    document = cursor.fetchone()[0]
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    assert isinstance(plan, dict)
+    return plan
+
+
+def scan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if "Relation Name" in plan or "Index Name" in plan:
+        yield plan
+    for child in plan.get("Plans", []):
+        yield from scan_nodes(child)
+
+
+def rows_touched(plan: dict[str, Any]) -> int:
+    """Rows every scan produced or read and threw away (by its filter or an index recheck), over all loops."""
+    total = 0
+    for node in scan_nodes(plan):
+        per_loop = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+        total += (per_loop + node.get("Rows Removed by Index Recheck", 0)) * node["Actual Loops"]
+    return int(total)
+
+
+def pages_touched(plan: dict[str, Any]) -> int:
+    return int(plan["Shared Hit Blocks"] + plan["Shared Read Blocks"])
+
+
+def explain_query_plan(db: peewee.Database, sql: str, params: Any) -> list[str]:
+    """SQLite's plan, one line per step ("SEARCH t USING INDEX i (...)", "SCAN t", "USE TEMP B-TREE ...")."""
+    return [str(row[3]) for row in execute_sql(db, f"EXPLAIN QUERY PLAN {sql}", params).fetchall()]
+
+
+def test_the_unsettled_predicate_of_the_indexes_names_exactly_the_unsettled_statuses() -> None:
+    """Migration 9 wrote the predicate down; the queries build theirs from the enum. A status added later
+    must come with a migration that redefines the indexes, and this fails until it does."""
+    quoted = ", ".join(f"'{status}'" for status in UNSETTLED_TRYON_STATUSES)
+    assert f"status IN ({quoted})" == UNSETTLED_TRYONS
+
+
+MIGRATION_9_INDEXES = {
+    "uploads_unpurged_created_at",
+    "uploads_verifying_updated_at",
+    "tryon_results_unkept_created_at",
+    "tryons_unsettled_created_at",
+    "tryons_unsettled_next_action_at",
+}
+DROPPED_BY_9 = {"uploads_status_expires_at", "tryons_status_next_action_at", "tryon_results_created_at"}
+
+
+def test_migration_9_indexes_a_database_at_version_8_that_holds_rows(backend: Backend) -> None:
+    database = backend.open()
+    with database.atomic():
+        for migration in (m for m in MIGRATIONS if m.version < 9):
+            migration.apply(database)
+        for statement in history_sql(is_postgres(database), 100):
+            execute_sql(database, statement)
+        _add_due_and_live_rows(database)
+    before = index_names(database)
+    with database.atomic():
+        next(m for m in MIGRATIONS if m.version == 9).apply(database)
+
+    after = index_names(database)
+    assert before >= DROPPED_BY_9
+    assert not MIGRATION_9_INDEXES & before
+    assert after == (before - DROPPED_BY_9) | MIGRATION_9_INDEXES
+    for periodic in PERIODIC:
+        assert periodic.run(database) == periodic.due, periodic.name
+
+
+def index_names(db: peewee.Database) -> set[str]:
+    if is_postgres(db):
+        sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'"
+    return {str(row[0]) for row in execute_sql(db, sql).fetchall()}
