@@ -154,7 +154,8 @@ class UploadRepository(Protocol):
         ...
 
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
-        """Verified uploads whose ``source_expires_at`` has passed."""
+        """Verified uploads whose ``source_expires_at`` has passed and that nothing keeps (no unsettled
+        try-on, no favourite result: ending either restarts the selfie's retention and schedules it anew)."""
         ...
 
     def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool: ...

@@ -189,13 +189,7 @@ class FakeUploadRepository(UploadRepository):
         upload = self.get(upload_id)
         if upload is None or upload.status is not UploadStatus.VERIFIED or not upload.source_expired(now):
             return None
-        tryons = [t for t in self._store.tryons.values() if t.upload_id == upload_id]
-        favourites = [
-            r
-            for r in self._store.results.values()
-            if r.favorite and r.tryon_id in {t.tryon_id for t in tryons}
-        ]
-        if any(t.status not in TERMINAL for t in tryons) or favourites:
+        if self._held(upload_id):
             return None
         self._store.purged[upload_id] = now
         return self._write(replace(upload, status=UploadStatus.DELETED, updated_at=now))
@@ -223,7 +217,16 @@ class FakeUploadRepository(UploadRepository):
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
         verified = [u for u in self._committed.values() if u.status is UploadStatus.VERIFIED]
         due = [u for u in verified if u.source_expires_at is not None and u.source_expires_at < now]
-        return [u.upload_id for u in due][:limit]
+        return [u.upload_id for u in due if not self._held(u.upload_id)][:limit]
+
+    def _held(self, upload_id: str) -> bool:
+        tryons = [t for t in self._store.tryons.values() if t.upload_id == upload_id]
+        favourites = [
+            r
+            for r in self._store.results.values()
+            if r.favorite and r.tryon_id in {t.tryon_id for t in tryons}
+        ]
+        return any(t.status not in TERMINAL for t in tryons) or bool(favourites)
 
     def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool:
         return _claim(self._store.sweep_leases, f"upload:{upload_id}", now, lease_until)

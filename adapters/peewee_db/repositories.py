@@ -106,19 +106,11 @@ class PeeweeUploadRepository(UploadRepository):
             return int(query.where(which & not_yet).execute(self._db))
 
     def expire_if_due(self, upload_id: str, now: datetime) -> Upload | None:
-        unsettled = TryOnRow.select(TryOnRow.tryon_id).where(
-            (TryOnRow.upload_id == upload_id) & TryOnRow.status.not_in(SETTLED_TRYON_STATUSES)
-        )
-        favourites = ResultRow.select(ResultRow.result_id).where(
-            ResultRow.tryon_id.in_(TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.upload_id == upload_id))
-            & (ResultRow.favorite == True)  # noqa: E712
-        )
         due = (
             (UploadRow.upload_id == upload_id)
             & (UploadRow.status == UploadStatus.VERIFIED.value)
             & (UploadRow.source_expires_at <= now)
-            & ~fn.EXISTS(unsettled)
-            & ~fn.EXISTS(favourites)
+            & ~_held(upload_id)
         )
         with unavailable_on_failure("expiring an upload"), bound_to(self._db):
             query = UploadRow.update(
@@ -156,7 +148,15 @@ class PeeweeUploadRepository(UploadRepository):
             ]
 
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
-        overdue = (UploadRow.status == UploadStatus.VERIFIED.value) & (UploadRow.source_expires_at < now)
+        """Held selfies are left out here, not declined one by one after a claim: with more than ``limit``
+        of them (favourites pile up) the sweep would otherwise list the same held ones every pass and never
+        reach the others. Still read by ``uploads_status_source_expires_at``: the held ones are walked (an
+        index entry and two index probes each), the rest of history is not."""
+        overdue = (
+            (UploadRow.status == UploadStatus.VERIFIED.value)
+            & (UploadRow.source_expires_at < now)
+            & ~_held(UploadRow.upload_id)
+        )
         with unavailable_on_failure("finding overdue selfies"), bound_to(self._db):
             query = (
                 UploadRow.select(UploadRow.upload_id)
@@ -195,6 +195,18 @@ class PeeweeUploadRepository(UploadRepository):
             # Not get_or_none(db): on a miss it builds its error message through the model's proxy.
             row = UploadRow.select().where(UploadRow.upload_id == upload_id).first(self._db)
         return None if row is None else _upload(row)
+
+
+def _held(upload_id: Any) -> Any:
+    """The upload ``upload_id`` (a value, or the outer query's column) is kept: a try-on on it is unsettled,
+    or one of its results is a favourite."""
+    tryons = TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.upload_id == upload_id)
+    unsettled = tryons.where(TryOnRow.status.not_in(SETTLED_TRYON_STATUSES))
+    favourites = ResultRow.select(ResultRow.result_id).where(
+        ResultRow.tryon_id.in_(TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.upload_id == upload_id))
+        & (ResultRow.favorite == True)  # noqa: E712
+    )
+    return fn.EXISTS(unsettled) | fn.EXISTS(favourites)
 
 
 def _columns(upload: Upload) -> dict[str, Any]:
