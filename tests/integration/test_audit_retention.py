@@ -43,7 +43,7 @@ IN_DEFAULT = add_months(KEPT_MONTH, -9)  # no partition: its rows sit in the def
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[Backend]:
+def pg() -> Iterator[Backend]:
     with postgres_schema("tryon_audit") as url:
         backend = Backend("postgres", url)
         try:

@@ -70,24 +70,27 @@ def a_retainer(retention: AuditRetention, days: int = 400) -> AuditRetainer:
     )
 
 
-OLD_MONTH = AuditRemoval(month="2025-09", rows=1234, before=datetime(2025, 10, 1, tzinfo=UTC))
-
-
-def test_the_sweep_asks_for_the_window_and_counts_what_went() -> None:
-    retention = ScriptedRetention([OLD_MONTH])
+def a_sweeper(audit_retention: AuditRetainer | None) -> Sweeper:
     world = DataWorld()
     world.clock.current = NOW
-    sweeper = Sweeper(
+    return Sweeper(
         policy=SweepPolicy(),
         uploads=world.uploads,
         results=world.results,
         expiry=world.expiry,
         unit_of_work=lambda: FakeUnitOfWork(world.store),
         clock=world.clock,
-        audit_retention=a_retainer(retention, days=30),
+        audit_retention=audit_retention,
     )
 
-    counts = sweeper.sweep()
+
+OLD_MONTH = AuditRemoval(month="2025-09", rows=1234, before=datetime(2025, 10, 1, tzinfo=UTC))
+
+
+def test_the_sweep_asks_for_the_window_and_counts_what_went() -> None:
+    retention = ScriptedRetention([OLD_MONTH])
+
+    counts = a_sweeper(a_retainer(retention, days=30)).sweep()
 
     assert retention.calls == [("rotate", NOW, NOW - timedelta(days=30), 3)]
     assert (counts.audit_partitions_dropped, counts.audit_events_dropped) == (1, 1234)
@@ -144,17 +147,7 @@ def test_pruning_batches_of_rows_records_each_batch_and_reports_progress() -> No
 
 
 def test_a_sweep_without_audit_retention_leaves_the_counts_at_zero() -> None:
-    world = DataWorld()
-    sweeper = Sweeper(
-        policy=SweepPolicy(),
-        uploads=world.uploads,
-        results=world.results,
-        expiry=world.expiry,
-        unit_of_work=lambda: FakeUnitOfWork(world.store),
-        clock=world.clock,
-    )
-
-    assert sweeper.sweep().audit_partitions_dropped == 0
+    assert a_sweeper(None).sweep().audit_partitions_dropped == 0
 
 
 def an_audit_event(index: int) -> AuditEvent:
