@@ -7,7 +7,7 @@ image data.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.model import AuditEvent, TryOn, TryOnResult, Upload
@@ -112,3 +112,22 @@ def generation_succeeded(tryon: TryOn, now: datetime) -> AuditEvent:
 def result_stored(tryon: TryOn, now: datetime, result: TryOnResult) -> AuditEvent:
     details = {"result_id": result.result_id, "size": result.size}
     return AuditEvent("result.stored", tryon.user_id, tryon.tryon_id, SUCCESS, now, None, details)
+
+
+# The audit trail's own retention (AUDIT_RETENTION_DAYS): no actor; subject is the month or nothing.
+
+
+def partition_dropped(month: str, rows: int, before: datetime, now: datetime) -> AuditEvent:
+    """A whole month of audit events dropped by retention (Postgres: its partition detached and dropped)."""
+    details = {"month": month, "rows": rows, "before": _instant(before)}
+    return AuditEvent("audit.partition_dropped", None, month, SUCCESS, now, "retention", details)
+
+
+def rows_pruned(rows: int, before: datetime, now: datetime) -> AuditEvent:
+    """A batch of audit events older than ``before`` deleted by `tryon audit prune` (SQLite)."""
+    details = {"rows": rows, "before": _instant(before)}
+    return AuditEvent("audit.rows_pruned", None, None, SUCCESS, now, "retention", details)
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

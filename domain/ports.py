@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
@@ -400,4 +401,67 @@ class ReplayGuard(Protocol):
 
     def forget(self, key: str) -> None:
         """Drop ``key`` again: the delivery was not processed (an outage), so fal's retry must pass."""
+        ...
+
+
+@dataclass(frozen=True)
+class AuditRemoval:
+    """What audit retention removed in one step, in one transaction with the event recording it: a whole
+    month's partition (Postgres: ``month`` is ``YYYY-MM``) or one batch of rows (SQLite: ``month`` None)."""
+
+    month: str | None
+    rows: int
+    before: datetime
+    """The partition's upper bound (exclusive), or the cutoff the rows were older than."""
+
+
+@dataclass
+class AuditRetentionReport:
+    partitioned: bool = False
+    """False where the table is not partitioned (SQLite): the sweep then leaves it to `tryon audit prune`."""
+    created: list[str] = field(default_factory=list)
+    """Months (``YYYY-MM``) whose partition this run created."""
+    removed: list[AuditRemoval] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Months not created because rows for them already sit in the default partition (logged)."""
+    held: int = 0
+    """Steps skipped because another run held the retention lock, or a table lock did not come in time."""
+    default_has_rows: bool = False
+
+    @property
+    def rows_removed(self) -> int:
+        return sum(removal.rows for removal in self.removed)
+
+    @property
+    def partitions_dropped(self) -> int:
+        return sum(1 for removal in self.removed if removal.month is not None)
+
+
+class AuditRetention(Protocol):
+    """Removes whole stretches of the append-only audit table, never a row by a row's own update or delete."""
+
+    def rotate(
+        self,
+        now: datetime,
+        keep_from: datetime,
+        months_ahead: int,
+        record: Callable[[AuditRemoval], AuditEvent],
+    ) -> AuditRetentionReport:
+        """Postgres: make sure the monthly partitions for ``now``'s month and ``months_ahead`` more exist, and
+        detach and drop every monthly partition whose upper bound is at or before ``keep_from``, appending
+        ``record``'s event in the same transaction. Safe to run twice at once (the loser skips). Where the
+        table is not partitioned (SQLite), nothing (``partitioned`` False)."""
+        ...
+
+    def prune(
+        self,
+        now: datetime,
+        keep_from: datetime,
+        months_ahead: int,
+        record: Callable[[AuditRemoval], AuditEvent],
+        progress: Callable[[int], None],
+    ) -> AuditRetentionReport:
+        """``rotate`` on Postgres. On SQLite, deletes the events older than ``keep_from`` in batches, each in
+        one transaction that lifts the append-only delete trigger, deletes, puts the trigger back and appends
+        ``record``'s event; ``progress`` hears the running total after each batch."""
         ...

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain import audit
+from domain.audit_retention import AuditRetainer
 from domain.deletion import DeletedUploadPurge, ObjectsThenRows
 from domain.model import TryOnResult, Upload, UploadStatus
 from domain.ports import Clock, ResultStorage, UnitOfWork, UploadStorage
@@ -38,12 +39,17 @@ class SweepCounts:
     sources_deleted: int = 0
     results_deleted: int = 0
     skipped: int = 0
+    audit_partitions_created: int = 0
+    audit_partitions_dropped: int = 0
+    audit_events_dropped: int = 0
 
     def summary(self) -> str:
         return (
             f"purged {self.objects_purged} upload(s)' objects, expired {self.intents_expired} unfinished"
             f" upload(s), deleted {self.sources_deleted} source selfie(s) and {self.results_deleted}"
-            f" result(s); {self.skipped} held by another sweep"
+            f" result(s); {self.skipped} held by another sweep; dropped {self.audit_partitions_dropped}"
+            f" audit partition(s) ({self.audit_events_dropped} event(s)), created"
+            f" {self.audit_partitions_created}"
         )
 
 
@@ -57,8 +63,10 @@ class Sweeper:
         expiry: SourceExpiry,
         unit_of_work: Callable[[], UnitOfWork],
         clock: Clock,
+        audit_retention: AuditRetainer | None = None,
     ) -> None:
         self._policy = policy
+        self._audit_retention = audit_retention
         self._expiry = expiry
         self._unit_of_work = unit_of_work
         self._clock = clock
@@ -97,6 +105,12 @@ class Sweeper:
                 continue
             self._objects_then_rows.delete(self._forget_result(result, now), results=[result])
             counts.results_deleted += 1
+        if self._audit_retention is not None:  # last: a slow lock here holds up nothing above
+            report = self._audit_retention.rotate()
+            counts.audit_partitions_created = len(report.created)
+            counts.audit_partitions_dropped = report.partitions_dropped
+            counts.audit_events_dropped = report.rows_removed
+            counts.skipped += report.held
         log.info("sweep finished", extra={"summary": counts.summary()})
         return counts
 

@@ -70,10 +70,27 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
     from entrypoints.bootstrap import audit_trail
 
     try:
-        export_audit(audit_trail(settings), sys.stdout, since=args.since, user=args.user)
+        export_audit(audit_trail(settings), sys.stdout, since=args.since, user=args.user, until=args.until)
     except ExportError as error:
         print(f"tryon: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _audit_prune(settings: Settings, _: argparse.Namespace) -> int:
+    from domain.audit_retention import summary
+    from domain.errors import DomainError
+    from entrypoints.bootstrap import audit_pruner
+
+    def progress(removed: int) -> None:
+        print(f"audit prune: {removed} event(s) deleted so far", file=sys.stderr, flush=True)
+
+    try:
+        report = audit_pruner(settings)(progress)
+    except DomainError as error:  # the database is unavailable, or the SQLite trigger is missing
+        print(f"tryon: {error}", file=sys.stderr)
+        return 1
+    print(f"audit prune: {summary(report)} (older than {settings.audit_retention_days} days)")
     return 0
 
 
@@ -116,10 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit = commands.add_parser("audit", help="the audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    export = audit_commands.add_parser("export", help="print events as JSON lines, oldest first")
+    export = audit_commands.add_parser("export", help="print events as JSON lines, in the order appended")
     export.add_argument("--since", help="only events at or after this ISO 8601 time")
+    export.add_argument("--until", help="only events before this ISO 8601 time")
     export.add_argument("--user", help="only events whose actor is this user id")
     export.set_defaults(run=_audit_export)
+    audit_commands.add_parser(
+        "prune",
+        help="remove events older than AUDIT_RETENTION_DAYS: on Postgres whole monthly partitions (what the"
+        " sweep does); on SQLite the rows, in batches, each lifting the append-only trigger only inside its"
+        " own transaction; prints what it removed",
+    ).set_defaults(run=_audit_prune)
     commands.add_parser("demo", help="run the end-to-end walk-through on loopback").set_defaults(
         run=_demo, needs_settings=False
     )

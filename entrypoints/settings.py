@@ -58,6 +58,8 @@ class Settings:
     source_retention_seconds: int = SOURCE_RETENTION_SECONDS
     unused_upload_ttl_seconds: int = 86400
     processed_retention_days: int = 30
+    audit_retention_days: int = 400
+    """Our addition to the contract: audit events older than this go (whole months on Postgres)."""
     cors_allowed_origins: tuple[str, ...] = ()
     public_base_url: str | None = None
     """The API's public origin: when set, fal is asked to call ``FAL_WEBHOOK_PATH`` on it."""
@@ -93,6 +95,8 @@ class Settings:
             raise SettingsError("MAX_ACTIVE_TRYONS must be at least 1")
         if self.daily_image_quota < 1:
             raise SettingsError("DAILY_IMAGE_QUOTA must be at least 1")
+        if self.audit_retention_days < 1:
+            raise SettingsError("AUDIT_RETENTION_DAYS must be at least 1")
         self._check_webhooks()
         origin = self.better_auth_url.rstrip("/")
         for name, default in (
@@ -167,6 +171,7 @@ class Settings:
             source_retention_seconds=integer("SOURCE_RETENTION_SECONDS", SOURCE_RETENTION_SECONDS),
             unused_upload_ttl_seconds=integer("UNUSED_UPLOAD_TTL_SECONDS", 86400),
             processed_retention_days=integer("PROCESSED_RETENTION_DAYS", 30),
+            audit_retention_days=integer("AUDIT_RETENTION_DAYS", 400),
             cors_allowed_origins=tuple(
                 origin.strip() for origin in text("CORS_ALLOWED_ORIGINS").split(",") if origin.strip()
             ),

@@ -1,5 +1,6 @@
 """Peewee persistence: SQLite in development, PostgreSQL in production, the same code for both."""
 
+from adapters.peewee_db.audit_partitions import PeeweeAuditRetention
 from adapters.peewee_db.database import bind, database_proxy, open_database, ping
 from adapters.peewee_db.metrics import Counts, read_counts
 from adapters.peewee_db.migrations import MIGRATIONS, Migration, migrate
@@ -14,6 +15,7 @@ __all__ = [
     "Counts",
     "Migration",
     "PeeweeAuditLog",
+    "PeeweeAuditRetention",
     "PeeweeResultRepository",
     "PeeweeTryOnRepository",
     "PeeweeUnitOfWork",

@@ -7,6 +7,7 @@ whatever ``database_proxy`` points at. Integrity errors (duplicate id or key) pr
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ from adapters.peewee_db.models import (
 )
 from domain.model import AuditEvent, StoredImage, Upload, UploadStatus
 from domain.ports import AuditLog, UploadRepository, UsageRepository
+
+EXPORT_BATCH_SIZE = 1000
 
 
 class PeeweeUploadRepository(UploadRepository):
@@ -282,27 +285,48 @@ class PeeweeAuditLog(AuditLog):
                 details=details,
             ).execute(self._db)
 
-    def events(self, since: datetime | None = None, user_id: str | None = None) -> list[AuditEvent]:
-        """Events in the order they were appended; ``since`` is inclusive, ``user_id`` matches the actor."""
-        query = AuditRow.select().order_by(AuditRow.id)
-        if since is not None:
-            query = query.where(AuditRow.occurred_at >= since)
-        if user_id is not None:
-            query = query.where(AuditRow.actor_id == user_id)
-        with unavailable_on_failure("reading the audit trail"), bound_to(self._db):
-            rows = list(query.execute(self._db))
-        return [
-            AuditEvent(
-                event=row.event,
-                actor_id=row.actor_id,
-                subject_id=row.subject_id,
-                outcome=row.outcome,
-                occurred_at=row.occurred_at,
-                reason=row.reason,
-                details=json.loads(row.details),
-            )
-            for row in rows
-        ]
+    def events(
+        self, since: datetime | None = None, user_id: str | None = None, until: datetime | None = None
+    ) -> list[AuditEvent]:
+        """Events in the order they were appended; ``since`` is inclusive, ``until`` exclusive, ``user_id``
+        matches the actor."""
+        return list(self.stream(since, user_id, until))
+
+    def stream(
+        self,
+        since: datetime | None = None,
+        user_id: str | None = None,
+        until: datetime | None = None,
+        *,
+        batch_size: int = EXPORT_BATCH_SIZE,
+    ) -> Iterator[AuditEvent]:
+        """``events``, read in keyset batches by id, so memory stays flat however many there are. The user
+        filter is served by the actor_id index, the period by occurred_at (on Postgres it also prunes the
+        monthly partitions it cannot touch)."""
+        last_id = 0
+        while True:
+            query = AuditRow.select().where(AuditRow.id > last_id)
+            if since is not None:
+                query = query.where(AuditRow.occurred_at >= since)
+            if until is not None:
+                query = query.where(AuditRow.occurred_at < until)
+            if user_id is not None:
+                query = query.where(AuditRow.actor_id == user_id)
+            with unavailable_on_failure("reading the audit trail"), bound_to(self._db):
+                rows = list(query.order_by(AuditRow.id).limit(batch_size).execute(self._db))
+            for row in rows:
+                yield AuditEvent(
+                    event=row.event,
+                    actor_id=row.actor_id,
+                    subject_id=row.subject_id,
+                    outcome=row.outcome,
+                    occurred_at=row.occurred_at,
+                    reason=row.reason,
+                    details=json.loads(row.details),
+                )
+            if len(rows) < batch_size:
+                return
+            last_id = rows[-1].id
 
 
 class PeeweeUsageRepository(UsageRepository):

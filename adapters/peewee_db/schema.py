@@ -3,8 +3,17 @@ shipped version: add the next one."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import peewee
 
+from adapters.peewee_db.audit_partitions import (
+    add_months,
+    create_default_partition,
+    create_month_partition,
+    month_start,
+    protect_from_truncate,
+)
 from adapters.peewee_db.database import execute_sql, is_postgres
 
 
@@ -220,6 +229,72 @@ def _index_live_work(db: peewee.Database) -> None:
         execute_sql(db, statement)
 
 
+AUDIT_MONTHS_AHEAD = 3
+
+
+def _partition_audit_events_by_month(db: peewee.Database) -> None:
+    """Issue 15: on Postgres, ``audit_events`` becomes partitioned by month on ``occurred_at`` so retention
+    can drop whole old months (SQLite: nothing; its retention is `tryon audit prune`). The old table is
+    renamed, a partitioned one made in its place (primary key (id, occurred_at): it must hold the partition
+    key), with the same indexes and append-only triggers, partitions for every month holding rows and the
+    next few, and a default partition; the rows are copied with their ids and the identity continues after
+    the old one. All in the migration's transaction (inserts wait for it: the table is locked throughout)."""
+    if not is_postgres(db):
+        return
+    old = "audit_events_unpartitioned"
+    for statement in (
+        f"ALTER TABLE audit_events RENAME TO {old}",
+        f"ALTER TABLE {old} RENAME CONSTRAINT audit_events_pkey TO {old}_pkey",
+        f"ALTER SEQUENCE audit_events_id_seq RENAME TO {old}_id_seq",
+        "DROP INDEX audit_events_occurred_at, audit_events_event, audit_events_actor_id",
+        """CREATE TABLE audit_events (
+            id BIGINT GENERATED ALWAYS AS IDENTITY,
+            occurred_at TIMESTAMPTZ NOT NULL,
+            event VARCHAR(64) NOT NULL,
+            actor_id VARCHAR(128),
+            subject_id VARCHAR(128),
+            outcome VARCHAR(32) NOT NULL,
+            reason TEXT,
+            details TEXT NOT NULL,
+            PRIMARY KEY (id, occurred_at)) PARTITION BY RANGE (occurred_at)""",
+        "CREATE INDEX audit_events_occurred_at ON audit_events (occurred_at)",
+        "CREATE INDEX audit_events_event ON audit_events (event)",
+        "CREATE INDEX audit_events_actor_id ON audit_events (actor_id)",
+        # The function from migration 1 (it names TG_OP); row triggers are cloned onto every partition.
+        """CREATE TRIGGER audit_events_no_update_or_delete BEFORE UPDATE OR DELETE ON audit_events
+            FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()""",
+    ):
+        execute_sql(db, statement)
+    protect_from_truncate(db, "audit_events")
+    create_default_partition(db)
+    (now,) = execute_sql(db, "SELECT now()").fetchone()
+    with_rows = execute_sql(
+        db,
+        "SELECT DISTINCT date_trunc('month', occurred_at AT TIME ZONE 'UTC') FROM audit_events_unpartitioned",
+    ).fetchall()
+    months = {month.replace(tzinfo=UTC) for (month,) in with_rows}
+    months |= {add_months(month_start(now), ahead) for ahead in range(AUDIT_MONTHS_AHEAD + 1)}
+    for month in sorted(months):
+        create_month_partition(db, month)
+    execute_sql(
+        db,
+        """INSERT INTO audit_events (id, occurred_at, event, actor_id, subject_id, outcome, reason, details)
+            OVERRIDING SYSTEM VALUE
+            SELECT id, occurred_at, event, actor_id, subject_id, outcome, reason, details
+            FROM audit_events_unpartitioned""",
+    )
+    (last,) = execute_sql(
+        db,
+        """SELECT GREATEST(
+            (SELECT COALESCE(max(id), 0) FROM audit_events_unpartitioned),
+            (SELECT CASE WHEN is_called THEN last_value ELSE 0 END
+                FROM audit_events_unpartitioned_id_seq))""",
+    ).fetchone()
+    execute_sql(db, f"DROP TABLE {old}")  # fires no row trigger; its sequence goes with it
+    if last > 0:
+        execute_sql(db, "SELECT setval(pg_get_serial_sequence('audit_events', 'id'), %s)", (last,))
+
+
 VERSIONS = (
     (1, "create_uploads_and_audit_events", _create_uploads_and_audit_events),
     (2, "add_verification_columns", _add_verification_columns),
@@ -230,4 +305,5 @@ VERSIONS = (
     (7, "split_upload_deadlines", _split_upload_deadlines),
     (8, "add_fal_requests", _add_fal_requests),
     (9, "index_live_work", _index_live_work),
+    (10, "partition_audit_events_by_month", _partition_audit_events_by_month),
 )

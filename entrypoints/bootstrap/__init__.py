@@ -12,6 +12,7 @@ import redis
 from adapters.fal_queue import FalQueueGenerator
 from adapters.fal_webhooks import FalWebhookVerifier, HttpJwksFetcher, JwksCache
 from adapters.peewee_db import (
+    PeeweeAuditRetention,
     PeeweeUnitOfWork,
     bind,
     open_database,
@@ -35,6 +36,7 @@ from entrypoints.bootstrap.adapters import (
 from entrypoints.bootstrap.operator_tools import (
     AuditTrail,
     BucketPlan,
+    audit_pruner,
     audit_trail,
     bucket_plans,
     schema_migrator,
@@ -101,6 +103,7 @@ def _compose(
         built.checks["database"] = lambda: ping(database)
         built.end_request = partial(close_connection, database)
         built.read_counts = partial(read_counts, database)
+        ports.audit_retention = ports.audit_retention or PeeweeAuditRetention(database)
     if None in (ports.signer, ports.storage, ports.results, ports.source_signer):
         build_s3(settings, ports, built.checks)
     if None in (rate_limit_storage_uri, ports.queue, ports.verification_queue, ports.changes):
@@ -148,6 +151,7 @@ __all__ = [
     "QueueProcess",
     "ReadinessCheck",
     "Services",
+    "audit_pruner",
     "audit_trail",
     "bootstrap",
     "bucket_plans",

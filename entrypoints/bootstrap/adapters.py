@@ -23,6 +23,7 @@ from adapters.s3_provisioning import (
 from adapters.s3_storage import S3BucketProbe, S3PrivateObjects, S3UploadUrlSigner, make_s3_client
 from domain.auth import JwtOrSession
 from domain.ports import (
+    AuditRetention,
     Authenticator,
     ChangeBoard,
     Clock,
@@ -80,6 +81,8 @@ class Adapters:
     changes: ChangeBoard | None = None
     webhook_verifier: WebhookVerifier | None = None
     replays: ReplayGuard | None = None
+    audit_retention: AuditRetention | None = None
+    """None with a faked database: the sweep then leaves the audit trail alone."""
 
 
 @dataclass

@@ -1,15 +1,16 @@
-"""What the operators' commands run on (`tryon migrate`, `provision`, `audit export`): each opens what it
-needs and closes it when done."""
+"""What the operators' commands run on (`tryon migrate`, `provision`, `audit export`, `audit prune`): each
+opens what it needs and closes it when done."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
 from adapters.peewee_db import (
     PeeweeAuditLog,
+    PeeweeAuditRetention,
     migrate,
     open_database,
 )
@@ -19,7 +20,10 @@ from adapters.s3_provisioning import (
     S3BucketProvisioner,
 )
 from adapters.s3_storage import make_s3_client
+from adapters.system import SystemClock
+from domain.audit_retention import AuditRetainer, AuditRetentionPolicy
 from domain.model import AuditEvent
+from domain.ports import AuditRetentionReport
 from domain.scrubbing import Scrubber
 from entrypoints.bootstrap.services import scrubber_for
 from entrypoints.settings import Settings
@@ -73,18 +77,37 @@ def bucket_plans(settings: Settings) -> tuple[BucketPlan, ...]:
 
 @dataclass(frozen=True)
 class AuditTrail:
-    """``tryon audit export``: the audit log's events, and the scrubber every printed line goes through."""
+    """``tryon audit export``: the audit log's events (streamed, the connection closed once they are read),
+    and the scrubber every printed line goes through."""
 
-    events: Callable[[datetime | None, str | None], list[AuditEvent]] = field(repr=False)
+    events: Callable[[datetime | None, str | None, datetime | None], Iterator[AuditEvent]] = field(repr=False)
     scrub: Scrubber = field(repr=False)
 
 
 def audit_trail(settings: Settings) -> AuditTrail:
-    def events(since: datetime | None, user_id: str | None) -> list[AuditEvent]:
+    def events(since: datetime | None, user_id: str | None, until: datetime | None) -> Iterator[AuditEvent]:
         database = open_database(settings.database_url)
         try:
-            return PeeweeAuditLog(database).events(since=since, user_id=user_id)
+            yield from PeeweeAuditLog(database).stream(since=since, user_id=user_id, until=until)
         finally:
             database.close()
 
     return AuditTrail(events=events, scrub=scrubber_for(settings))
+
+
+def audit_pruner(settings: Settings) -> Callable[[Callable[[int], None]], AuditRetentionReport]:
+    """``tryon audit prune``: one retention pass over the audit trail (see ``AuditRetainer.prune``)."""
+
+    def prune(progress: Callable[[int], None]) -> AuditRetentionReport:
+        database = open_database(settings.database_url)
+        try:
+            retainer = AuditRetainer(
+                policy=AuditRetentionPolicy(retention_days=settings.audit_retention_days),
+                retention=PeeweeAuditRetention(database),
+                clock=SystemClock(),
+            )
+            return retainer.prune(progress)
+        finally:
+            database.close()
+
+    return prune

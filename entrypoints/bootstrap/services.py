@@ -11,6 +11,7 @@ from adapters.peewee_db import (
 )
 from adapters.pillow_images import PillowImageSanitizer, SandboxedImageSanitizer
 from adapters.system import RandomIds, SystemClock
+from domain.audit_retention import AuditRetainer, AuditRetentionPolicy
 from domain.completion import UploadCompletion
 from domain.faces import FacePolicy
 from domain.ports import (
@@ -135,6 +136,13 @@ def build_services(
             expiry=expiry,
             unit_of_work=unit_of_work,
             clock=clock,
+            audit_retention=None
+            if ports.audit_retention is None
+            else AuditRetainer(
+                policy=AuditRetentionPolicy(retention_days=settings.audit_retention_days),
+                retention=ports.audit_retention,
+                clock=clock,
+            ),
         ),
         upload_issuer=UploadIssuer(
             policy=UploadPolicy(

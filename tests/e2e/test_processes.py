@@ -146,6 +146,7 @@ def test_sweep_prints_its_counts_and_audit_export_prints_json_lines_per_user(env
     sweep = tryon(env, "sweep")
     assert sweep.returncode == 0, sweep.stderr
     assert sweep.stdout.startswith("sweep: purged 0 upload(s)' objects")
+    assert "dropped 0 audit partition(s)" in sweep.stdout
 
     database = open_database(env["DATABASE_URL"])
     log = PeeweeAuditLog(database)
@@ -157,6 +158,8 @@ def test_sweep_prints_its_counts_and_audit_export_prints_json_lines_per_user(env
     everyone = tryon(env, "audit", "export")
     alice = tryon(env, "audit", "export", "--user", "alice")
     later = tryon(env, "audit", "export", "--since", "2026-11-28T22:30:00Z")
+    earlier = tryon(env, "audit", "export", "--until", "2026-11-28T22:30:00Z")
+    pruned = tryon(env, "audit", "prune")
     refused = tryon(env, "audit", "export", "--since", "yesterday")
 
     assert [json.loads(line)["actor_id"] for line in everyone.stdout.splitlines()] == ["alice", "bob"]
@@ -170,5 +173,8 @@ def test_sweep_prints_its_counts_and_audit_export_prints_json_lines_per_user(env
         "subject_id": "u1",
     }
     assert [json.loads(line)["actor_id"] for line in later.stdout.splitlines()] == ["bob"]
+    assert [json.loads(line)["actor_id"] for line in earlier.stdout.splitlines()] == ["alice"]
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout == "audit prune: deleted 0 audit event(s) (older than 400 days)\n"
     assert (refused.returncode, refused.stdout) == (2, "")
     assert "--since must be an ISO 8601 time" in refused.stderr

@@ -6,18 +6,20 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from adapters.peewee_db import UploadRow
+from adapters.peewee_db import PeeweeAuditLog, UploadRow, open_database
+from adapters.peewee_db.audit_partitions import add_months, create_month_partition, month_start
+from adapters.peewee_db.database import is_postgres
 from adapters.s3_storage import make_s3_client
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests import hostile
-from tests.builders.databases import migrated_postgres_schema
+from tests.builders.databases import an_event, migrated_postgres_schema
 from tests.builders.stack import put
 from tests.fakes import FakeFaceDetector, FixedClock
 from tests.inline import bootstrap_verifying_inline
@@ -114,3 +116,28 @@ def test_deleting_an_upload_over_http_removes_its_objects_now(world):
     assert world.client.delete(f"/v1/uploads/{verified['upload_id']}", headers=world.auth).status_code == 204
     other = {"Authorization": "Bearer nope"}
     assert world.client.delete(f"/v1/uploads/{verified['upload_id']}", headers=other).status_code == 401
+
+
+def test_the_sweep_drops_audit_months_past_the_window_on_postgres_only(world, database_url):
+    """Wired by bootstrap: the sweep's audit part (AUDIT_RETENTION_DAYS, 400 by default). On SQLite the sweep
+    leaves the audit trail to `tryon audit prune`."""
+    old_month = add_months(month_start(world.clock.now() - timedelta(days=400)), -1)
+    database = open_database(database_url)
+    try:
+        if is_postgres(database):
+            with database.atomic():
+                create_month_partition(database, old_month)
+        PeeweeAuditLog(database).append(an_event("ancient", occurred_at=old_month + timedelta(days=2)))
+
+        counts = world.services.sweeper.sweep()
+
+        left = [e.subject_id for e in PeeweeAuditLog(database).events()]
+    finally:
+        database.close()
+    if database_url.startswith("postgres"):
+        assert (counts.audit_partitions_dropped, counts.audit_events_dropped) == (1, 1)
+        assert "ancient" not in left
+        assert "dropped 1 audit partition(s) (1 event(s))" in counts.summary()
+    else:
+        assert counts.audit_partitions_dropped == 0
+        assert "ancient" in left

@@ -21,6 +21,7 @@ def test_defaults_follow_the_contract():
     assert settings.better_auth_issuer == settings.better_auth_audience == "https://auth.example.com"
     assert settings.fal_result_hosts == ("fal.media", "*.fal.media")
     assert settings.rate_limit_uploads == "30/minute"
+    assert settings.audit_retention_days == 400
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,9 @@ def test_defaults_follow_the_contract():
         ("AUTH_MODE", "anything", "AUTH_MODE must be"),
         ("PROCESSED_BUCKET", "hf-uploads", "must be different buckets"),
         ("AUTH_MODE", "session", "BETTER_AUTH_SECRET is required with AUTH_MODE=session"),
+        ("AUDIT_RETENTION_DAYS", "0", "AUDIT_RETENTION_DAYS must be at least 1"),
+        ("AUDIT_RETENTION_DAYS", "-5", "AUDIT_RETENTION_DAYS must be at least 1"),
+        ("AUDIT_RETENTION_DAYS", "a year", "AUDIT_RETENTION_DAYS must be a whole number"),
     ],
 )
 def test_unsafe_configuration_is_refused_with_a_clear_message(name, value, message):
