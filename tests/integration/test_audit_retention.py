@@ -86,9 +86,9 @@ def refused(db: peewee.Database, statement: str) -> None:
         db.execute_sql(statement)
 
 
-def migrated_up_to_8(db: peewee.Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The schema as shipped before issue 15 (migration 9, another branch's, is not needed)."""
-    older = tuple(m for m in migrations.MIGRATIONS if m.version <= 8)
+def migrated_up_to_9(db: peewee.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schema just before migration 10."""
+    older = tuple(m for m in migrations.MIGRATIONS if m.version <= 9)
     with monkeypatch.context() as patch:
         patch.setattr(migrations, "MIGRATIONS", older)
         migrate(db)
@@ -102,7 +102,7 @@ def test_the_migration_partitions_the_table_keeping_every_row_and_id(
     pg: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = pg.open()
-    migrated_up_to_8(db, monkeypatch)
+    migrated_up_to_9(db, monkeypatch)
     append(
         db,
         an_event("a", occurred_at=datetime(2024, 11, 30, 23, 59, 59, 999999, tzinfo=UTC)),
@@ -157,7 +157,7 @@ def test_the_migration_partitions_the_table_keeping_every_row_and_id(
 )
 def test_every_partition_stays_append_only(pg: Backend, monkeypatch: pytest.MonkeyPatch, table: str) -> None:
     db = pg.open()
-    migrated_up_to_8(db, monkeypatch)
+    migrated_up_to_9(db, monkeypatch)
     append(db, an_event("m", occurred_at=datetime(2025, 3, 2, tzinfo=UTC)))
     migrate(db)
     append(db, an_event("d", occurred_at=datetime(1999, 1, 1, tzinfo=UTC)))  # lands in the default partition
