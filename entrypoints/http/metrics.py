@@ -11,7 +11,9 @@ scraper with a wrong token sees 404 (not 401), which the runbook says.
 
 from __future__ import annotations
 
+import re
 import time
+from functools import lru_cache
 
 from flask import Blueprint, Flask, Response, abort, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -32,6 +34,15 @@ def metrics() -> Response:
     return Response(exposition(current.shared_metrics), mimetype=CONTENT_TYPE_LATEST)
 
 
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+
+
+@lru_cache(maxsize=256)  # one entry per route of this app
+def route_label(rule: str) -> str:
+    """A rule's text without its converters: ``/v1/tryons/<string:tryon_id>`` → ``/v1/tryons/<tryon_id>``."""
+    return _CONVERTER.sub(r"<\1>", rule)
+
+
 def _start_timer() -> None:
     g.metrics_started = time.perf_counter()
 
@@ -41,7 +52,7 @@ def _observe(response: Response) -> Response:
     matched is ``unmatched``, so hostile URLs cannot add series."""
     started = g.get("metrics_started")
     elapsed = time.perf_counter() - started if started is not None else 0.0
-    rule = request.url_rule.rule if request.url_rule is not None else None
+    rule = route_label(request.url_rule.rule) if request.url_rule is not None else None
     observe_http_request(rule, request.method, response.status_code, elapsed)
     return response
 

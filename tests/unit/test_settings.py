@@ -21,6 +21,8 @@ def test_defaults_follow_the_contract():
     assert settings.better_auth_issuer == settings.better_auth_audience == "https://auth.example.com"
     assert settings.fal_result_hosts == ("fal.media", "*.fal.media")
     assert settings.rate_limit_uploads == "30/minute"
+    assert settings.metrics_port is None  # the worker and verifier serve no metrics unless asked
+    assert Settings.from_env({**REQUIRED, "METRICS_PORT": "9102"}).metrics_port == 9102
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,9 @@ def test_defaults_follow_the_contract():
         ("AUTH_MODE", "anything", "AUTH_MODE must be"),
         ("PROCESSED_BUCKET", "hf-uploads", "must be different buckets"),
         ("AUTH_MODE", "session", "BETTER_AUTH_SECRET is required with AUTH_MODE=session"),
+        ("METRICS_PORT", "65536", "METRICS_PORT=65536 is refused"),
+        ("METRICS_PORT", "-1", "METRICS_PORT=-1 is refused"),
+        ("METRICS_PORT", "http", "METRICS_PORT must be a whole number"),
     ],
 )
 def test_unsafe_configuration_is_refused_with_a_clear_message(name, value, message):
