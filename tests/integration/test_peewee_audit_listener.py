@@ -141,7 +141,7 @@ def captured_queries(db: peewee.Database) -> list[tuple[str, tuple[object, ...]]
         queries.append((sql, tuple(params or ())))
         return original(sql, params, *args, **kwargs)
 
-    db.execute_sql = recording
+    db.execute_sql = recording  # type: ignore[method-assign]
     try:
         read_unsettled(db)
     finally:
