@@ -34,6 +34,10 @@ graceful_timeout = 20
 accesslog = None  # the app logs one scrubbed JSON line per request; gunicorn's would repeat it raw
 
 
+def when_ready(server: Any) -> None:
+    server.log.info("prometheus multiprocess directory: %s", os.environ[MULTIPROC_DIR])
+
+
 def post_worker_init(worker: Any) -> None:
     from entrypoints.http.app import WORKER_WARM, warm_up  # noqa: PLC0415 - after the metrics directory is set
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from flask.testing import FlaskClient
 from adapters.s3_provisioning import S3BucketProvisioner
 from adapters.s3_storage import make_s3_client
 from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
-from devtools.local_stack import EMULATOR_CREDENTIALS
+from devtools.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
 from entrypoints.settings import Settings
 from tests import hostile
 
@@ -101,6 +102,27 @@ def environment(settings: Settings) -> dict[str, str]:
         "MAX_ACTIVE_TRYONS": str(settings.max_active_tryons),
         "DAILY_IMAGE_QUOTA": str(settings.daily_image_quota),
     }
+
+
+@contextlib.contextmanager
+def threaded_web(env: dict[str, str], log: Path, *, workers: int, threads: int) -> Iterator[str]:
+    """The `web` process as the Procfile runs it: gunicorn with the repository's gunicorn.conf.py, gthread
+    workers sized as the platform may set them; its output goes to ``log``. Yields its base URL."""
+    port = free_port()
+    with log.open("wb") as output:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{port}"],
+            env={**env, "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: answers_ok(f"{url}/healthz"), timeout=120, what="gunicorn", process=web)
+            yield url
+        finally:
+            web.terminate()
+            web.wait(timeout=30)
 
 
 class Workers:
