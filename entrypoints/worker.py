@@ -58,13 +58,13 @@ def export_metrics(settings: Settings, process: str) -> None:
     """This process's own /metrics on METRICS_PORT, for the bearer of METRICS_TOKEN only; says which."""
     exporter = metrics_exporter(settings)
     if exporter is not None:
-        log.info("metrics exporter listening", extra={"process": process, "port": exporter.port})
+        log.info("metrics exporter listening", extra={"role": process, "port": exporter.port})
     elif settings.metrics_port is not None:
         log.warning(
-            "metrics exporter off: METRICS_PORT is set but METRICS_TOKEN is not", extra={"process": process}
+            "metrics exporter off: METRICS_PORT is set but METRICS_TOKEN is not", extra={"role": process}
         )
     else:
-        log.info("metrics exporter off: METRICS_PORT is not set", extra={"process": process})
+        log.info("metrics exporter off: METRICS_PORT is not set", extra={"role": process})
 
 
 def _work_until_redis_fails(

@@ -131,11 +131,11 @@ class Workers:
         self._log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self._log_dir / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(  # its own process group: the worker and RQ's scheduler child, as a dyno
             [sys.executable, "-m", "entrypoints.cli", "worker"],
-            env=self._env,
+            env={**self._env, **(extra_env or {})},
             stdout=log,
             stderr=log,
             start_new_session=True,

@@ -2,7 +2,7 @@
 
 In-process: the real composition counts what its units of work committed. Under gunicorn (the Procfile's
 `web`, 2 gthread workers): requests spread over both processes add up exactly in one scrape, and the gauges
-of shared state appear once, not once per process."""
+of shared state appear once, not once per process. A real `tryon worker` serves its own on METRICS_PORT."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from devtools.local_stack import free_port, wait_until
+from domain.model import DetectedFace
 from entrypoints.http.app import create_app
-from tests.builders.stack import environment, threaded_web
+from tests.builders.stack import Workers, environment, order, settled, threaded_web, verified_upload
 from tests.fakes import FakeFaceDetector
-from tests.inline import bootstrap_verifying_inline
+from tests.inline import bootstrap_verifying_inline, inline_client
 
 pytestmark = pytest.mark.e2e
 
@@ -166,3 +168,38 @@ def pids_with_samples(directory: Path, sample_name: str) -> set[str]:
 def any_positive(path: Path, sample_name: str) -> bool:
     values: Iterable[tuple[str, float, float, int]] = MmapedDict.read_all_values_from_file(str(path))
     return any(f'"{sample_name}"' in key and value > 0 for key, value, _, _ in values)
+
+
+def test_the_worker_serves_its_own_metrics_on_metrics_port(tryon_settings, auth, tmp_path: Path):
+    client = inline_client(tryon_settings, detector=FakeFaceDetector([DetectedFace(0, 0, 300, 300, 0.99)]))
+    token, port = secrets.token_urlsafe(24), free_port()
+    pool = Workers(tryon_settings, tmp_path)
+    pool.start({"METRICS_PORT": str(port), "METRICS_TOKEN": token})
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_until(
+            lambda: answers(url, token), timeout=60, what="the worker's metrics", process=pool.processes[0]
+        )
+        tryon_id = order(client, auth, verified_upload(client, auth))
+        assert settled(client, auth, tryon_id)["status"] == "succeeded", pool.logs()
+        got = samples(requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).text)
+        refused = requests.get(url, timeout=10).status_code
+    finally:
+        pool.stop_all()
+
+    assert refused == 404
+    assert got[("tryon_tryons_settled_total", (("code", ""), ("status", "succeeded")))] == 1
+    assert got[("tryon_fal_attempts_total", (("code", ""), ("outcome", "submitted")))] == 1
+    assert got[("tryon_fal_generation_seconds_count", ())] == 1
+    assert got[("tryon_fal_request_seconds_count", (("call", "submit"),))] == 1
+    assert got[("tryon_queue_wait_seconds_count", (("queue", "tryons"),))] >= 1
+    assert ("tryon_uploads_issued_total", ()) in got  # the worker's own: it issued none
+    assert got[("tryon_uploads_issued_total", ())] == 0
+    assert "metrics exporter listening" in pool.logs()
+
+
+def answers(url: str, token: str) -> bool:
+    try:
+        return requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
