@@ -50,7 +50,12 @@ def test_every_default_thread_gets_a_pooled_connection_without_waiting(monkeypat
 
 def test_without_a_metrics_directory_a_fresh_one_is_made_and_set_for_every_worker(monkeypatch):
     made: list[str] = []
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix: made.append(prefix) or "/tmp/tryon-metrics-x")
+
+    def mkdtemp(prefix: str) -> str:
+        made.append(prefix)
+        return "/tmp/tryon-metrics-x"
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     conf = gunicorn_settings(monkeypatch, PROMETHEUS_MULTIPROC_DIR="")
 
     assert made == ["tryon-metrics-"]
