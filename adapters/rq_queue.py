@@ -125,12 +125,6 @@ class RqVerificationQueue(VerificationQueue):
         except redis.RedisError as error:
             raise QueueUnavailable("could not queue the verification") from error
 
-    def depth(self) -> int:
-        try:
-            return len(self._queue)
-        except redis.RedisError as error:
-            raise QueueUnavailable("could not read the queue") from error
-
 
 def queue_depths(connection: redis.Redis, names: tuple[str, ...]) -> dict[tuple[str, str], int]:
     """(queue, state) -> jobs, for /metrics: ``queued`` (LLEN) and ``scheduled`` (ZCARD) per queue;

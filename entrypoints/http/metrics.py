@@ -18,12 +18,10 @@ from functools import lru_cache
 from flask import Blueprint, Flask, Response, abort, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from adapters.prometheus_metrics import FAL_WEBHOOKS, bearer_matches, exposition, observe_http_request
+from adapters.prometheus_metrics import bearer_matches, exposition, observe_http_request
 from entrypoints.http.context import services
 
 blp = Blueprint("metrics", __name__)
-
-__all__ = ["FAL_WEBHOOKS", "blp", "install_request_metrics"]
 
 
 @blp.route("/metrics")
