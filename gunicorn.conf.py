@@ -6,14 +6,25 @@ or a long wait holds one thread, not a whole process. Everything a request touch
 
 Each worker opens its pools (database, Redis, S3) before it takes traffic. The web never loads the face
 model: verification runs in the ``verifier`` process, and ``complete`` waits for its verdict on Redis.
+
+Metrics: prometheus_client's multi-process mode. ``PROMETHEUS_MULTIPROC_DIR`` must be set before anything
+imports prometheus_client (it picks its value store at import), so it is set first here, to a fresh empty
+directory unless the operator set one, and the app is imported only inside the hooks. Each worker writes
+its values to files there and ``/metrics`` adds up every process's, including workers that have exited.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 
-from entrypoints.http.app import WORKER_WARM, warm_up
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_OWN_METRICS_DIR: str | None = None
+if not os.environ.get(MULTIPROC_DIR):  # before any import of prometheus_client, in this and every worker
+    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="tryon-metrics-")
+    os.environ[MULTIPROC_DIR] = _OWN_METRICS_DIR
 
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -23,6 +34,24 @@ graceful_timeout = 20
 accesslog = None  # the app logs one scrubbed JSON line per request; gunicorn's would repeat it raw
 
 
+def when_ready(server: Any) -> None:
+    server.log.info("prometheus multiprocess directory: %s", os.environ[MULTIPROC_DIR])
+
+
 def post_worker_init(worker: Any) -> None:
+    from entrypoints.http.app import WORKER_WARM, warm_up  # noqa: PLC0415 - after the metrics directory is set
+
     if warm_up(worker.wsgi):
         worker.log.info("%s (pid %s)", WORKER_WARM, worker.pid)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker's counters stay (its files are still summed); only its live gauges go (we keep none)."""
+    from prometheus_client import multiprocess  # noqa: PLC0415 - after the metrics directory is set
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    if _OWN_METRICS_DIR is not None:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)

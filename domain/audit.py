@@ -105,7 +105,10 @@ def generation_failed(
 
 
 def generation_succeeded(tryon: TryOn, now: datetime) -> AuditEvent:
-    details = {"request_id": tryon.submission.request_id if tryon.submission else None}
+    """``generation_seconds``: from this attempt's submission to now (metrics' fal generation time)."""
+    details: dict[str, Any] = {"request_id": tryon.submission.request_id if tryon.submission else None}
+    if tryon.submitted_at is not None:
+        details["generation_seconds"] = round(max((now - tryon.submitted_at).total_seconds(), 0.0), 3)
     return AuditEvent("falai.succeeded", tryon.user_id, tryon.tryon_id, SUCCESS, now, None, details)
 
 

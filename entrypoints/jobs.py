@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from rq import get_current_job
+
+from adapters.prometheus_metrics import observe_queue_wait, timing_verification
+
 if TYPE_CHECKING:
     from entrypoints.bootstrap import Services
 
@@ -32,7 +36,18 @@ def services() -> Services:
     return _services
 
 
+def waited() -> None:
+    """Observes how long the running RQ job waited in its queue (nothing outside a job)."""
+    try:
+        job = get_current_job()
+        if job is not None:
+            observe_queue_wait(job.origin, job.enqueued_at, job.started_at)
+    except Exception:  # a metric never fails the job
+        log.exception("queue wait not observed")
+
+
 def advance_tryon(tryon_id: str) -> None:
+    waited()
     runner = services().runner()
     try:
         runner.advance(tryon_id)
@@ -42,13 +57,16 @@ def advance_tryon(tryon_id: str) -> None:
 
 def verify_upload(upload_id: str) -> str:
     """The verifier's job: one upload, with the face model this process loaded at start."""
+    waited()
     try:
-        return services().upload_verifier.verify(upload_id)
+        with timing_verification():
+            return services().upload_verifier.verify(upload_id)
     finally:
         services().end_request()
 
 
 def expire_upload(upload_id: str) -> None:
+    waited()
     try:
         services().source_expiry.expire(upload_id)
     finally:
@@ -57,6 +75,7 @@ def expire_upload(upload_id: str) -> None:
 
 def reconcile() -> int:
     """Re-queue try-ons whose next step was lost (a killed worker, a Redis outage); runs every 30 s."""
+    waited()
     runner = services().tryon_runner
     try:
         found = runner.reconcile() if runner else 0
@@ -69,6 +88,7 @@ def reconcile() -> int:
 
 def sweep() -> str:
     """One retention pass (the same as `tryon sweep`), every 10 minutes on the maintenance queue."""
+    waited()
     try:
         return services().sweeper.sweep().summary()
     finally:

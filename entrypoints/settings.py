@@ -54,6 +54,8 @@ class Settings:
     max_active_tryons: int = 3
     daily_image_quota: int = 40
     metrics_token: str | None = field(default=None, repr=False)
+    metrics_port: int | None = None
+    """The worker's and the verifier's own /metrics port (served only with METRICS_TOKEN too)."""
     verify_wait_seconds: float = 8.0
     source_retention_seconds: int = SOURCE_RETENTION_SECONDS
     unused_upload_ttl_seconds: int = 86400
@@ -80,6 +82,8 @@ class Settings:
             raise SettingsError("UPLOADS_BUCKET and PROCESSED_BUCKET must be different buckets")
         _bounded("UPLOAD_URL_TTL_SECONDS", self.upload_url_ttl_seconds, HARD_MAX_URL_TTL_SECONDS)
         _bounded("FAL_IMAGE_URL_TTL_SECONDS", self.fal_image_url_ttl_seconds, HARD_MAX_URL_TTL_SECONDS)
+        if self.metrics_port is not None:
+            _bounded("METRICS_PORT", self.metrics_port, 65535)
         _bounded("MAX_UPLOAD_BYTES", self.max_upload_bytes, HARD_MAX_UPLOAD_BYTES)
         if self.s3_sse not in ("AES256", "aws:kms"):
             raise SettingsError("S3_SSE must be AES256 or aws:kms")
@@ -167,6 +171,7 @@ class Settings:
             max_active_tryons=integer("MAX_ACTIVE_TRYONS", 3),
             daily_image_quota=integer("DAILY_IMAGE_QUOTA", 40),
             metrics_token=optional("METRICS_TOKEN"),
+            metrics_port=integer("METRICS_PORT", 0) or None,
             verify_wait_seconds=number("VERIFY_WAIT_SECONDS", 8.0),
             source_retention_seconds=integer("SOURCE_RETENTION_SECONDS", SOURCE_RETENTION_SECONDS),
             unused_upload_ttl_seconds=integer("UNUSED_UPLOAD_TTL_SECONDS", 86400),

@@ -23,7 +23,7 @@ from entrypoints import jobs
 from entrypoints.bootstrap import Services, verifier_process
 from entrypoints.logs import configure_logging
 from entrypoints.settings import Settings
-from entrypoints.worker import MAINTENANCE_SECONDS, RESTART_PAUSE_SECONDS, pause
+from entrypoints.worker import MAINTENANCE_SECONDS, RESTART_PAUSE_SECONDS, export_metrics, pause
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def run_verifier(settings: Settings, *, burst: bool = False) -> int:
     services, connection = process.services, process.redis
     configure_logging(services.scrubber)
     jobs.install(services)
+    export_metrics(settings, "verifier")
     start_sandbox = getattr(services.sanitizer, "start", None)
     if start_sandbox is not None:  # its child interpreter starts now, not in the first verification
         start_sandbox()

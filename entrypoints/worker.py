@@ -18,7 +18,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from entrypoints import jobs
-from entrypoints.bootstrap import worker_process
+from entrypoints.bootstrap import metrics_exporter, worker_process
 from entrypoints.logs import configure_logging
 from entrypoints.settings import Settings
 
@@ -36,6 +36,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     process = worker_process(settings)
     configure_logging(process.services.scrubber)
     jobs.install(process.services)
+    export_metrics(settings, "worker")
     queues = [Queue(name, connection=process.redis, serializer=JSONSerializer) for name in QUEUE_NAMES]
     log.info("worker starting", extra={"queues": list(QUEUE_NAMES), "burst": burst})
     previous: TryOnWorker | None = None
@@ -51,6 +52,19 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
         log.warning("worker restarting after losing Redis", extra={"in_seconds": RESTART_PAUSE_SECONDS})
         if not pause(RESTART_PAUSE_SECONDS):
             return 0
+
+
+def export_metrics(settings: Settings, process: str) -> None:
+    """This process's own /metrics on METRICS_PORT, for the bearer of METRICS_TOKEN only; says which."""
+    exporter = metrics_exporter(settings)
+    if exporter is not None:
+        log.info("metrics exporter listening", extra={"role": process, "port": exporter.port})
+    elif settings.metrics_port is not None:
+        log.warning(
+            "metrics exporter off: METRICS_PORT is set but METRICS_TOKEN is not", extra={"role": process}
+        )
+    else:
+        log.info("metrics exporter off: METRICS_PORT is not set", extra={"role": process})
 
 
 def _work_until_redis_fails(

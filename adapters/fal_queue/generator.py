@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -32,6 +33,8 @@ _MAX_JSON_BYTES = 1024 * 1024
 _MODEL = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 _STATES = {"IN_QUEUE": JobState.QUEUED, "IN_PROGRESS": JobState.RUNNING, "COMPLETED": JobState.COMPLETED}
 _JSON_TOO_LARGE = Verdict("upstream_unavailable", True, "fal's answer was unreasonably large")
+CallObserver = Callable[[str, float], None]
+"""Told each queue call's name (``submit``, ``status``, ``result``, ``cancel``) and seconds (metrics)."""
 _FOREIGN_QUEUE_URL = Verdict(
     "generation_failed", False, "fal handed out a URL outside the queue host: the key is never sent there"
 )
@@ -40,7 +43,8 @@ _FOREIGN_QUEUE_URL = Verdict(
 class FalQueueGenerator(ImageGenerator):
     """fal.ai's queue API. The key only ever goes to the ``queue_url`` origin (scheme, host and port);
     outputs are fetched only from ``result_hosts``, without a credential, streamed under a byte cap.
-    Every call has a connect timeout and a total deadline of ``timeout_seconds``."""
+    Every call has a connect timeout and a total deadline of ``timeout_seconds``; ``observe`` (if given) is
+    told how long each queue call took, whatever its outcome."""
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class FalQueueGenerator(ImageGenerator):
         session: requests.Session | None = None,
         result_lifetime_seconds: int = 3600,
         webhook_url: str | None = None,
+        observe: CallObserver | None = None,
     ) -> None:
         origin = origin_of(queue_url)
         if not api_key:
@@ -75,6 +80,7 @@ class FalQueueGenerator(ImageGenerator):
         self._lifetime = result_lifetime_seconds
         # fal calls this back when a request finishes; it carries no secret (fal signs its calls).
         self._webhook = {"fal_webhook": webhook_url} if webhook_url else {}
+        self._observe = observe
 
     def __repr__(self) -> str:
         return f"FalQueueGenerator(queue_url={self._queue_url!r}, model={self._model!r})"
@@ -92,7 +98,7 @@ class FalQueueGenerator(ImageGenerator):
             "X-Fal-Object-Lifecycle-Preference": json.dumps({"expiration_duration_seconds": self._lifetime}),
         }
         url = f"{self._queue_url}/{self._model}"
-        body = self._call("POST", url, json=payload, headers=headers, params=self._webhook)
+        body = self._call("submit", "POST", url, json=payload, headers=headers, params=self._webhook)
         names = ("request_id", "status_url", "response_url", "cancel_url")
         fields = [value for value in map(body.get, names) if isinstance(value, str) and value]
         if len(fields) != len(names):
@@ -100,7 +106,7 @@ class FalQueueGenerator(ImageGenerator):
         return Submission(*fields)
 
     def state(self, submission: Submission) -> JobState:
-        status = self._call("GET", submission.status_url).get("status")
+        status = self._call("status", "GET", submission.status_url).get("status")
         if not isinstance(status, str):
             raise self._fail(MALFORMED)
         if status not in _STATES:
@@ -108,7 +114,7 @@ class FalQueueGenerator(ImageGenerator):
         return _STATES[status]
 
     def result(self, submission: Submission) -> list[GeneratedImage]:
-        images = self._call("GET", submission.response_url, job_result=True).get("images")
+        images = self._call("result", "GET", submission.response_url, job_result=True).get("images")
         if not isinstance(images, list) or not all(
             isinstance(item, dict) and isinstance(item.get("url"), str) for item in images
         ):
@@ -129,7 +135,7 @@ class FalQueueGenerator(ImageGenerator):
         """Best effort: only a cancel URL outside the queue host raises; other failures are logged."""
         self._require_queue_origin(submission.cancel_url)
         try:
-            status, _, body = self._exchange("PUT", submission.cancel_url)
+            status, _, body = self._exchange("cancel", "PUT", submission.cancel_url)
         except GenerationFailed as failure:
             status, body = 0, failure.detail
         already_done = status == 400 and isinstance(body, dict) and body.get("status") == "ALREADY_COMPLETED"
@@ -153,21 +159,30 @@ class FalQueueGenerator(ImageGenerator):
             raise GenerationFailed("the result is not a JPEG, PNG or WebP image", retryable=False)
         return DownloadedImage(data=data, content_type=content_type)
 
-    def _call(self, method: str, url: str, *, job_result: bool = False, **kwargs: Any) -> dict[str, Any]:
-        status, headers, body = self._exchange(method, url, **kwargs)
+    def _call(
+        self, call: str, method: str, url: str, *, job_result: bool = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        status, headers, body = self._exchange(call, method, url, **kwargs)
         if not 200 <= status < 300:
             raise self._fail(classify_response(status, headers, body, job_result=job_result))
         if not isinstance(body, dict):
             raise self._fail(MALFORMED)
         return body
 
-    def _exchange(self, method: str, url: str, **kwargs: Any) -> tuple[int, dict[str, str], object]:
+    def _exchange(
+        self, call: str, method: str, url: str, **kwargs: Any
+    ) -> tuple[int, dict[str, str], object]:
         """One authenticated call to the queue: status, headers and the parsed body (None if not JSON)."""
         self._require_queue_origin(url)
-        deadline = time.monotonic() + self._timeout
-        with self._send(method, url, self._key, **kwargs) as response:
-            data = read_capped(response, _MAX_JSON_BYTES, _JSON_TOO_LARGE, deadline)
-            status, headers = response.status_code, dict(response.headers)
+        started = time.monotonic()
+        deadline = started + self._timeout
+        try:
+            with self._send(method, url, self._key, **kwargs) as response:
+                data = read_capped(response, _MAX_JSON_BYTES, _JSON_TOO_LARGE, deadline)
+                status, headers = response.status_code, dict(response.headers)
+        finally:
+            if self._observe is not None:
+                self._observe(call, time.monotonic() - started)
         try:
             return status, headers, json.loads(data)
         except (ValueError, RecursionError):

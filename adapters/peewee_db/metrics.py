@@ -1,48 +1,46 @@
-"""Operational counts read from the database at scrape time: the same answer from every process."""
+"""Gauges of shared state read at scrape time: only the unsettled try-ons, never a whole table.
+
+Both queries carry exactly the predicate ``status IN ('queued', 'running')``, the one of the partial index
+``tryons_unsettled_created_at`` (migration 9), so they read only the try-ons in flight, however many rows
+history holds: the oldest is an index-only read, the count touches the unsettled rows alone.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
 
 import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
-from adapters.peewee_db.models import AuditRow, TryOnRow, bound_to
+from adapters.peewee_db.models import TryOnRow, bound_to
+
+UNSETTLED = peewee.SQL("status IN ('queued', 'running')")
+"""Written out, not parameterised, so that both databases match it to the partial index's predicate."""
 
 
-@dataclass(frozen=True)
-class Counts:
-    events: dict[tuple[str, str, str], int]
-    """(event, outcome, reason or "") -> how many audit events."""
-    tryons: dict[tuple[str, str], int]
-    """(status, error code or "") -> how many try-ons."""
-    fal_seconds: list[float]
-    """Submit-to-completion times of the latest succeeded try-ons (newest 500)."""
+class Unsettled(NamedTuple):
+    by_status: dict[str, int]
+    oldest_created_at: datetime | None
 
 
-def read_counts(db: peewee.Database) -> Counts:
-    with unavailable_on_failure("reading metrics"), bound_to(db):
-        events = (
-            AuditRow.select(AuditRow.event, AuditRow.outcome, AuditRow.reason, peewee.fn.COUNT(AuditRow.id))
-            .group_by(AuditRow.event, AuditRow.outcome, AuditRow.reason)
+def read_unsettled(db: peewee.Database) -> Unsettled:
+    with unavailable_on_failure("reading unsettled try-ons"), bound_to(db):
+        counts = (
+            TryOnRow.select(TryOnRow.status, peewee.fn.COUNT(peewee.SQL("*")))
+            .where(UNSETTLED)
+            .group_by(TryOnRow.status)
             .tuples()
             .execute(db)
         )
-        tryons = (
-            TryOnRow.select(TryOnRow.status, TryOnRow.error_code, peewee.fn.COUNT(TryOnRow.tryon_id))
-            .group_by(TryOnRow.status, TryOnRow.error_code)
-            .tuples()
+        oldest = (
+            TryOnRow.select(TryOnRow.created_at)
+            .where(UNSETTLED)
+            .order_by(TryOnRow.created_at)
+            .limit(1)
             .execute(db)
         )
-        latest = (
-            TryOnRow.select(TryOnRow.submitted_at, TryOnRow.completed_at)
-            .where((TryOnRow.status == "succeeded") & TryOnRow.submitted_at.is_null(False))
-            .order_by(TryOnRow.completed_at.desc())
-            .limit(500)
-            .execute(db)
-        )
-        return Counts(
-            events={(event, outcome, reason or ""): int(n) for event, outcome, reason, n in events},
-            tryons={(status, code or ""): int(n) for status, code, n in tryons},
-            fal_seconds=[(row.completed_at - row.submitted_at).total_seconds() for row in latest],
+        return Unsettled(
+            by_status={status: int(n) for status, n in counts},
+            oldest_created_at=next((row.created_at for row in oldest), None),
         )

@@ -24,6 +24,7 @@ from adapters.peewee_db.models import (
     UsageRow,
     bound_to,
 )
+from adapters.peewee_db.outbox import EventOutbox
 from domain.model import AuditEvent, StoredImage, Upload, UploadStatus
 from domain.ports import AuditLog, UploadRepository, UsageRepository
 
@@ -269,8 +270,9 @@ def _upload(row: Any) -> Upload:
 class PeeweeAuditLog(AuditLog):
     """Append-only: there is no update or delete here, and the database refuses both anyway."""
 
-    def __init__(self, db: peewee.Database) -> None:
+    def __init__(self, db: peewee.Database, outbox: EventOutbox | None = None) -> None:
         self._db = db
+        self._outbox = outbox
 
     def append(self, event: AuditEvent) -> None:
         details = json.dumps(event.details, sort_keys=True)
@@ -284,6 +286,8 @@ class PeeweeAuditLog(AuditLog):
                 reason=event.reason,
                 details=details,
             ).execute(self._db)
+        if self._outbox is not None:
+            self._outbox.hold(event)
 
     def events(
         self, since: datetime | None = None, user_id: str | None = None, until: datetime | None = None

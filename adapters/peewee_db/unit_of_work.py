@@ -1,13 +1,15 @@
-"""One database transaction around the repositories and the audit log."""
+"""One database transaction around the repositories and the audit log; what it committed, told after."""
 
 from __future__ import annotations
 
+import threading
 from types import TracebackType
 from typing import Any
 
 import peewee
 
 from adapters.peewee_db.database import is_sqlite, unavailable_on_failure
+from adapters.peewee_db.outbox import AuditListener, EventOutbox
 from adapters.peewee_db.repositories import PeeweeAuditLog, PeeweeUploadRepository, PeeweeUsageRepository
 from adapters.peewee_db.tryon_repositories import PeeweeResultRepository, PeeweeTryOnRepository
 from domain.errors import PersistenceUnavailable
@@ -34,6 +36,11 @@ class PeeweeUnitOfWork(UnitOfWork):
     are not held up (WAL). After ``commit()`` the lock is let go: the transaction that follows is a
     deferred one, so a commit that succeeded never waits, nor fails, for a lock it does not need.
     Postgres is left as it is: its row locks already make writers wait for each other.
+
+    ``on_commit`` (bootstrap gives the metrics' listener) is told the audit events appended, once the
+    outermost transaction has committed them; never those rolled back. A nested block's events wait for
+    its enclosing unit of work's commit; a block nested in a transaction that is no unit of work's tells
+    nobody (it cannot know whether that transaction commits).
     """
 
     uploads: PeeweeUploadRepository
@@ -42,28 +49,32 @@ class PeeweeUnitOfWork(UnitOfWork):
     results: PeeweeResultRepository
     usage: PeeweeUsageRepository
 
-    def __init__(self, db: peewee.Database) -> None:
+    def __init__(self, db: peewee.Database, on_commit: AuditListener | None = None) -> None:
         self._db = db
+        self._outbox = EventOutbox(on_commit)
         self.uploads = PeeweeUploadRepository(db)
-        self.audit = PeeweeAuditLog(db)
+        self.audit = PeeweeAuditLog(db, self._outbox)
         self.tryons = PeeweeTryOnRepository(db)
         self.results = PeeweeResultRepository(db)
         self.usage = PeeweeUsageRepository(db)
         self._atomic: Any = None
         self._transaction: Any = None
         self._outermost_on_sqlite = False
+        self._outermost = False
 
     def __enter__(self) -> PeeweeUnitOfWork:
         if self._atomic is not None:
             raise RuntimeError("a PeeweeUnitOfWork cannot be entered twice at once")
         with unavailable_on_failure("starting a transaction"):
             self._db.connect(reuse_if_open=True)
-            outermost_on_sqlite = is_sqlite(self._db) and self._db.transaction_depth() == 0
+            outermost = self._db.transaction_depth() == 0
+            outermost_on_sqlite = is_sqlite(self._db) and outermost
             # Nested, atomic() is a savepoint (the enclosing transaction already holds what it needs).
             atomic = self._db.atomic(lock_type="IMMEDIATE") if outermost_on_sqlite else self._db.atomic()
             self._transaction = atomic.__enter__()
         self._atomic = atomic
-        self._outermost_on_sqlite = outermost_on_sqlite
+        self._outermost_on_sqlite, self._outermost = outermost_on_sqlite, outermost
+        _open_units(self._db).append(self)
         return self
 
     def commit(self) -> None:
@@ -75,6 +86,18 @@ class PeeweeUnitOfWork(UnitOfWork):
                 self._db.begin()  # deferred: takes no lock until (unless) something is written again
             else:
                 self._transaction.commit()  # begins a fresh transaction (or savepoint) for later writes
+        self._committed()
+
+    def _committed(self) -> None:
+        if self._outermost:
+            self._outbox.deliver()
+            return
+        units = _open_units(self._db)
+        enclosing = units[-2] if len(units) >= 2 and units[-1] is self else None
+        if enclosing is None:
+            self._outbox.discard()  # inside a transaction no unit of work owns: nobody knows its fate
+        else:
+            self._outbox.hand_to(enclosing._outbox)
 
     def __exit__(
         self,
@@ -83,6 +106,10 @@ class PeeweeUnitOfWork(UnitOfWork):
         tb: TracebackType | None,
     ) -> None:
         atomic, self._atomic, self._transaction = self._atomic, None, None
+        self._outbox.discard()  # whatever was not committed is rolled back below
+        units = _open_units(self._db)
+        if units and units[-1] is self:
+            units.pop()
         try:
             with unavailable_on_failure("rolling back"):
                 atomic.__exit__(exc_type or _Uncommitted, exc, tb)
@@ -90,3 +117,12 @@ class PeeweeUnitOfWork(UnitOfWork):
             # A failed rollback on a dead connection explains less than the block's own error.
             if exc_type is None:
                 raise
+
+
+_units = threading.local()
+
+
+def _open_units(db: peewee.Database) -> list[PeeweeUnitOfWork]:
+    """This thread's units of work open on ``db``, outermost first (peewee's transactions are per thread)."""
+    by_database: dict[int, list[PeeweeUnitOfWork]] = _units.__dict__.setdefault("by_database", {})
+    return by_database.setdefault(id(db), [])

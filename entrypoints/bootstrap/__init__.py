@@ -17,13 +17,15 @@ from adapters.peewee_db import (
     bind,
     open_database,
     ping,
-    read_counts,
+    read_unsettled,
 )
+from adapters.prometheus_metrics import MetricsExporter, observe_fal_request, record_events
 from adapters.redis_store import RedisChangeBoard, RedisProbe, RedisReplayGuard, connect_redis
-from adapters.rq_queue import RqVerificationQueue
+from adapters.rq_queue import RqVerificationQueue, queue_depths
 from adapters.system import SystemClock
 from entrypoints import jobs
 from entrypoints.bootstrap.adapters import (
+    RQ_QUEUES,
     TRYON_JOBS,
     WEBHOOK_MAX_BODY_BYTES,
     Adapters,
@@ -82,6 +84,14 @@ def verifier_process(settings: Settings) -> QueueProcess:
     return _queue_process(settings)
 
 
+def metrics_exporter(settings: Settings) -> MetricsExporter | None:
+    """The worker's or verifier's own /metrics on METRICS_PORT, started; None unless both METRICS_PORT and
+    METRICS_TOKEN are set (metrics are never served without the token)."""
+    if settings.metrics_port is None or not settings.metrics_token:
+        return None
+    return MetricsExporter(settings.metrics_port, settings.metrics_token).start()
+
+
 def _queue_process(settings: Settings) -> QueueProcess:
     services, infrastructure = _compose(settings, Adapters())
     assert infrastructure.redis is not None  # nothing was faked: the real queues were built on it
@@ -99,18 +109,19 @@ def _compose(
     if ports.unit_of_work is None:
         database = open_database(settings.database_url)
         bind(database)
-        ports.unit_of_work = lambda: PeeweeUnitOfWork(database)
+        # Metrics count the audit events each transaction committed, in the process that committed them.
+        ports.unit_of_work = lambda: PeeweeUnitOfWork(database, on_commit=record_events)
         built.checks["database"] = lambda: ping(database)
         built.end_request = partial(close_connection, database)
-        built.read_counts = partial(read_counts, database)
         ports.audit_retention = ports.audit_retention or PeeweeAuditRetention(database)
+        built.unsettled = partial(read_unsettled, database)
     if None in (ports.signer, ports.storage, ports.results, ports.source_signer):
         build_s3(settings, ports, built.checks)
     if None in (rate_limit_storage_uri, ports.queue, ports.verification_queue, ports.changes):
         built.redis = connect_redis(settings.redis_url)
         if ports.queue is None:
-            rq_queue = rq_tryon_queue(built.redis)
-            ports.queue, built.queue_depth = rq_queue, rq_queue.depth
+            ports.queue = rq_tryon_queue(built.redis)
+            built.queue_depths = partial(queue_depths, built.redis, RQ_QUEUES)
         ports.verification_queue = ports.verification_queue or RqVerificationQueue(
             built.redis, jobs.verify_upload
         )
@@ -130,6 +141,7 @@ def _compose(
             model=settings.fal_model,
             result_hosts=settings.fal_result_hosts,
             webhook_url=settings.fal_webhook_url,
+            observe=observe_fal_request,
         )
     services = build_services(
         settings,
@@ -156,6 +168,7 @@ __all__ = [
     "bootstrap",
     "bucket_plans",
     "close_connection",
+    "metrics_exporter",
     "rq_tryon_queue",
     "schema_migrator",
     "scrubber_for",

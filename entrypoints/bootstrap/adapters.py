@@ -10,10 +10,8 @@ from peewee import Database
 
 from adapters.better_auth_jwt import BetterAuthJwtAuthenticator
 from adapters.better_auth_session import BetterAuthSessionAuthenticator
-from adapters.peewee_db import (
-    Counts,
-)
-from adapters.rq_queue import RqTryOnQueue, TryOnJobs
+from adapters.prometheus_metrics import QueueDepths, Unsettled
+from adapters.rq_queue import VERIFY_QUEUE, RqTryOnQueue, TryOnJobs
 from adapters.s3_provisioning import (
     EXPIRING,
     EXPIRING_TAGGING,
@@ -47,6 +45,9 @@ from entrypoints.settings import Settings
 WEBHOOK_MAX_BODY_BYTES = 64 * 1024
 """fal's deliveries name a few result URLs; the app-wide body cap (MAX_CONTENT_LENGTH) is the same."""
 
+
+RQ_QUEUES = ("tryons", VERIFY_QUEUE, "maintenance")
+"""Every RQ queue: the worker's (try-on steps, maintenance) and the verifier's."""
 
 TRYON_JOBS = TryOnJobs(advance_tryon=jobs.advance_tryon, expire_upload=jobs.expire_upload)
 """The job functions the queues name (RQ stores their dotted paths): handed to the adapter from here."""
@@ -88,12 +89,13 @@ class Adapters:
 @dataclass
 class Infrastructure:
     """What the adapters need kept or checked beyond the ports: readiness probes, the end of a request,
-    /metrics' readings, and the one Redis connection (None where a test faked everything on Redis)."""
+    the shared state /metrics reads (None where faked), and the one Redis connection (None where a test
+    faked everything on Redis)."""
 
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     end_request: Callable[[], None] = field(default=lambda: None)
-    read_counts: Callable[[], Counts] | None = None
-    queue_depth: Callable[[], dict[str, int]] | None = None
+    unsettled: Unsettled | None = None
+    queue_depths: QueueDepths | None = None
     redis: redis.Redis | None = field(default=None, repr=False)
 
 

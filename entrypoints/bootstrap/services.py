@@ -6,10 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from adapters.mtcnn_faces import MtcnnFaceDetector
-from adapters.peewee_db import (
-    Counts,
-)
 from adapters.pillow_images import PillowImageSanitizer, SandboxedImageSanitizer
+from adapters.prometheus_metrics import SharedStateCollector
 from adapters.system import RandomIds, SystemClock
 from domain.audit_retention import AuditRetainer, AuditRetentionPolicy
 from domain.completion import UploadCompletion
@@ -62,9 +60,8 @@ class Services:
     readiness_checks: Mapping[str, ReadinessCheck]
     rate_limit_storage_uri: str = field(repr=False)
     end_request: Callable[[], None] = field(default=lambda: None)
-    read_counts: Callable[[], Counts] | None = None
-    """For /metrics: audit and try-on counts from the database (None with a faked database)."""
-    queue_depth: Callable[[], dict[str, int]] | None = None
+    shared_metrics: SharedStateCollector | None = None
+    """For the web's /metrics: gauges of shared state (queues, unsettled try-ons), read when scraped."""
 
     def runner(self) -> TryOnRunner:
         """The try-on runner, which only a process with FAL_API_KEY has: the worker refuses to start
@@ -127,8 +124,9 @@ def build_services(
         readiness_checks=readiness_checks,
         rate_limit_storage_uri=rate_limit_storage_uri,
         end_request=built.end_request,
-        read_counts=built.read_counts,
-        queue_depth=built.queue_depth,
+        shared_metrics=SharedStateCollector(
+            queue_depths=built.queue_depths, unsettled=built.unsettled, now=clock.now
+        ),
         sweeper=Sweeper(
             policy=SweepPolicy(processed_retention_days=settings.processed_retention_days),
             uploads=ports.storage,

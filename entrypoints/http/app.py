@@ -65,6 +65,7 @@ def create_app(services: Services | None = None, *, configure_logs: bool = True)
     install(app, services)
 
     install_request_logging(app)
+    metrics.install_request_metrics(app)
     app.before_request(authenticate_request)
     app.before_request(refuse_deeply_nested_json)
     app.teardown_request(lambda _error: services.end_request())

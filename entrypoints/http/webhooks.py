@@ -16,10 +16,10 @@ from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from adapters.prometheus_metrics import FAL_WEBHOOKS
 from domain.errors import DependencyUnavailable
 from domain.webhooks import Outcome, RejectReason, WebhookRejected
 from entrypoints.http.context import services
-from entrypoints.http.metrics import FAL_WEBHOOKS
 from entrypoints.http.problems import documents_problem, problem
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from flask.testing import FlaskClient
 from adapters.s3_provisioning import S3BucketProvisioner
 from adapters.s3_storage import make_s3_client
 from devtools.fal_simulator import DEFAULT_KEY, FalSimulator
-from devtools.local_stack import EMULATOR_CREDENTIALS
+from devtools.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
 from entrypoints.settings import Settings
 from tests import hostile
 
@@ -103,17 +104,38 @@ def environment(settings: Settings) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def threaded_web(env: dict[str, str], log: Path, *, workers: int, threads: int) -> Iterator[str]:
+    """The `web` process as the Procfile runs it: gunicorn with the repository's gunicorn.conf.py, gthread
+    workers sized as the platform may set them; its output goes to ``log``. Yields its base URL."""
+    port = free_port()
+    with log.open("wb") as output:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{port}"],
+            env={**env, "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: answers_ok(f"{url}/healthz"), timeout=120, what="gunicorn", process=web)
+            yield url
+        finally:
+            web.terminate()
+            web.wait(timeout=30)
+
+
 class Workers:
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self._env = environment(settings)
         self._log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self._log_dir / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(  # its own process group: the worker and RQ's scheduler child, as a dyno
             [sys.executable, "-m", "entrypoints.cli", "worker"],
-            env=self._env,
+            env={**self._env, **(extra_env or {})},
             stdout=log,
             stderr=log,
             start_new_session=True,

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -23,8 +21,9 @@ import requests
 
 from adapters.peewee_db import UploadRow, migrate, open_database
 from adapters.peewee_db.models import bound_to
-from devtools.local_stack import EMULATOR_CREDENTIALS, answers_ok, free_port, wait_until
+from devtools.local_stack import EMULATOR_CREDENTIALS
 from tests.builders.databases import migrated_postgres_schema
+from tests.builders.stack import threaded_web
 
 pytestmark = pytest.mark.e2e
 
@@ -50,26 +49,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-@contextlib.contextmanager
-def threaded_web(env: dict[str, str], log: Path) -> Iterator[str]:
-    """gunicorn with the repository's gunicorn.conf.py, ``--threads`` as the platform may set it."""
-    port = free_port()
-    with log.open("wb") as output:
-        web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{port}"],
-            env={**env, "WEB_CONCURRENCY": str(WEB_WORKERS), "WEB_THREADS": str(WEB_THREADS)},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: answers_ok(f"{url}/healthz"), timeout=120, what="gunicorn", process=web)
-            yield url
-        finally:
-            web.terminate()
-            web.wait(timeout=30)
-
-
 def test_threaded_web_answers_a_burst_of_database_requests_without_a_5xx(
     database_url, buckets, ministack_url, redis_url, dev_issuer, tmp_path
 ):
@@ -93,7 +72,7 @@ def test_threaded_web_answers_a_burst_of_database_requests_without_a_5xx(
     sessions = threading.local()
     log = tmp_path / "web.log"
 
-    with threaded_web(env, log) as url:
+    with threaded_web(env, log, workers=WEB_WORKERS, threads=WEB_THREADS) as url:
         start = threading.Barrier(CLIENT_THREADS)
 
         def call(method: str, path: str, n: int) -> tuple[str, dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,10 +18,11 @@ from typing import Any
 import pytest
 import requests
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.peewee_db import AuditRow, open_database
 from adapters.s3_storage import make_s3_client
-from devtools.local_stack import LocalProcess, start_gunicorn, wait_until
+from devtools.local_stack import LocalProcess, free_port, start_gunicorn, wait_until
 from entrypoints.settings import Settings
 from entrypoints.verifier import VERIFIER_WARM
 from tests import decoding_bombs, hostile, leaks
@@ -29,9 +31,13 @@ from tests.builders.stack import environment, put
 pytestmark = pytest.mark.e2e
 
 
+METRICS_TOKEN = secrets.token_urlsafe(24)
+
+
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
-    return {**environment(settings), "VERIFY_WAIT_SECONDS": "8"}
+    metrics = {"METRICS_PORT": str(free_port()), "METRICS_TOKEN": METRICS_TOKEN}
+    return {**environment(settings), "VERIFY_WAIT_SECONDS": "8", **metrics}
 
 
 class Verifier:
@@ -138,6 +144,22 @@ def test_a_selfie_is_verified_by_the_verifier_and_a_refusal_deletes_the_object(e
     refused = complete(web, auth, uploaded(web, auth, "no_face.jpg"))
     assert refused.status_code == 422
     assert refused.json()["code"] == "no_face_detected"
+    # The verifier counted and timed both on its own METRICS_PORT.
+    scraped = requests.get(
+        f"http://127.0.0.1:{env['METRICS_PORT']}/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=10,
+    )
+    got = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scraped.text)
+        for sample in family.samples
+    }
+    assert got[("tryon_uploads_verified_total", ())] == 1
+    assert got[("tryon_uploads_rejected_total", (("reason", "no_face_detected"),))] == 1
+    assert got[("tryon_verification_duration_seconds_count", (("verdict", "verified"),))] == 1
+    assert got[("tryon_verification_duration_seconds_count", (("verdict", "rejected"),))] == 1
+    assert got[("tryon_queue_wait_seconds_count", (("queue", "verify"),))] == 2
 
 
 def test_with_the_verifier_down_complete_answers_202_then_the_verdict_comes_once_it_starts(

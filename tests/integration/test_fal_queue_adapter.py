@@ -325,6 +325,32 @@ def test_cancel_is_best_effort(fal, caplog):
     assert all("Key k" not in message for message in messages)
 
 
+def test_every_queue_call_is_timed_under_its_name_failed_ones_too(fal):
+    observed: list[tuple[str, float]] = []
+    generator = generator_for(fal, observe=lambda call, seconds: observed.append((call, seconds)))
+    submission = submission_on(fal)
+    fal.json("POST", f"/{MODEL}", 200, {"request_id": "r1", **submission_urls(submission)})
+    fal.json("GET", "/fal-ai/nano-banana/requests/r1/status", 200, {"status": "COMPLETED"})
+    fal.json("GET", "/fal-ai/nano-banana/requests/r1", 503, {"detail": "down"})
+    fal.json("PUT", "/fal-ai/nano-banana/requests/r1/cancel", 202, {"status": "CANCELLATION_REQUESTED"})
+
+    generator.submit(GenerationRequest(prompt="p", image_url=SIGNED))
+    generator.state(submission)
+    failure(lambda: generator.result(submission))
+    generator.cancel(submission)
+
+    assert [call for call, _ in observed] == ["submit", "status", "result", "cancel"]
+    assert all(0 <= seconds < 2 for _, seconds in observed)
+
+
+def submission_urls(submission: Submission) -> dict[str, str]:
+    return {
+        "status_url": submission.status_url,
+        "response_url": submission.response_url,
+        "cancel_url": submission.cancel_url,
+    }
+
+
 @pytest.mark.parametrize(
     ("data", "content_type"), [(JPEG, "image/jpeg"), (PNG, "image/png"), (WEBP, "image/webp")]
 )

@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.fal_webhooks import FalWebhookVerifier, JwksCache
+from adapters.prometheus_metrics import FAL_WEBHOOKS
 from domain.model import Submission, TryOnStatus
 from entrypoints.bootstrap import WEBHOOK_MAX_BODY_BYTES
-from entrypoints.http.metrics import FAL_WEBHOOKS
 from tests.builders.app import assert_problem, build_app
 from tests.builders.records import a_tryon
 from tests.fakes import FakeImageGenerator, FakeReplayGuard, FakeStore, FakeTryOnQueue, FixedClock

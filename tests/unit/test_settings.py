@@ -22,6 +22,8 @@ def test_defaults_follow_the_contract():
     assert settings.fal_result_hosts == ("fal.media", "*.fal.media")
     assert settings.rate_limit_uploads == "30/minute"
     assert settings.audit_retention_days == 400
+    assert settings.metrics_port is None  # the worker and verifier serve no metrics unless asked
+    assert Settings.from_env({**REQUIRED, "METRICS_PORT": "9102"}).metrics_port == 9102
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,9 @@ def test_defaults_follow_the_contract():
         ("AUDIT_RETENTION_DAYS", "0", "AUDIT_RETENTION_DAYS must be at least 1"),
         ("AUDIT_RETENTION_DAYS", "-5", "AUDIT_RETENTION_DAYS must be at least 1"),
         ("AUDIT_RETENTION_DAYS", "a year", "AUDIT_RETENTION_DAYS must be a whole number"),
+        ("METRICS_PORT", "65536", "METRICS_PORT=65536 is refused"),
+        ("METRICS_PORT", "-1", "METRICS_PORT=-1 is refused"),
+        ("METRICS_PORT", "http", "METRICS_PORT must be a whole number"),
     ],
 )
 def test_unsafe_configuration_is_refused_with_a_clear_message(name, value, message):
