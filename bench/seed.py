@@ -97,7 +97,7 @@ FROM (
                 g %% 100 AS bucket, g %% 1000 = 999 AS live,
                 CASE WHEN g %% 1000 = 999 THEN %(now)s - make_interval(secs => (g %% 120))
                     ELSE %(now)s - make_interval(secs => 7200 + random() * %(span)s) END AS created
-            FROM generate_series(1, %(uploads)s) AS g
+            FROM generate_series(1::bigint, %(uploads)s) AS g
         ) numbered
     ) classified
 ) dated
@@ -135,7 +135,7 @@ FROM (
                 AS status,
             (ARRAY['content_policy_violation', 'upstream_timeout', 'upstream_unavailable',
                 'generation_failed', 'source_expired'])[1 + g %% 5] AS code
-        FROM generate_series(1, %(tryons)s) AS g
+        FROM generate_series(1::bigint, %(tryons)s) AS g
     ) numbered
 ) t
 JOIN uploads u ON u.upload_id = md5('upload-' || t.upload_number)
@@ -176,7 +176,7 @@ FROM (
     SELECT g, 1 + g %% 20 AS k,
         CASE WHEN %(single)s THEN %(prefix)s
             ELSE %(prefix)s || lpad((g %% greatest(1, %(users)s))::text, 5, '0') END AS actor
-    FROM generate_series(1, %(events)s) AS g
+    FROM generate_series(1::bigint, %(events)s) AS g
 ) numbered
 CROSS JOIN (
     SELECT array_agg(ROW(event, outcome, reason, details)::bench_audit_kind ORDER BY n) AS kinds
