@@ -66,7 +66,7 @@ NOTHING_SWEPT = (
     "sweep: purged 0 upload(s)' objects, expired 0 unfinished upload(s), deleted 0 source selfie(s)"
     " and 0 result(s)"
 )
-SEEDING_SECONDS_PER_MILLION = 40.0
+SEEDING_SECONDS_PER_MILLION = 25.0
 """For the heartbeat's estimate only: seconds of seeding per million audit events, roughly."""
 
 

@@ -2,14 +2,15 @@
 
 Written against the schema ``tryon migrate`` leaves, into the logical tables only (``uploads``, ``tryons``,
 ``tryon_results``, ``fal_requests``, ``audit_events``), so it keeps working when a migration partitions a
-table or adds indexes. The rows are what a year of production leaves behind, with **nothing due** for the
-sweeper: the uploads of a year are mostly purged (deleted after their source expired, expired unfinished,
-rejected), the verified ones have had their PUT object purged and a source deadline ahead, a few hundred are
-live (issued in the last two minutes); try-ons are mostly settled (89 % succeeded, the rest failed with
-fal's codes), a handful running; results older than 30 days survive only as favourites (about one in ten);
-every try-on has its fal request, one in twenty an earlier, retried one. The audit trail is generated as
-its own stream, in time order (ids grow with ``occurred_at``, as appending does), with the mix of events
-the service writes.
+table or adds indexes (and, if ``audit_events`` is partitioned, makes the monthly partitions its history
+needs). The rows are what a year of production leaves behind, with **nothing the sweeper can delete**:
+uploads mostly purged (deleted an hour after their last try-on, expired unfinished, rejected); the selfies a
+favourite result or a running try-on holds kept verified, past their deadline (retention starts again only
+when the last favourite goes: the sweep looks at those again on every pass and keeps them); a few hundred
+uploads live (issued in the last two minutes); try-ons mostly settled (89 % succeeded, the rest failed
+with fal's codes), a few running; results older than 30 days only as favourites (about one in ten); every
+try-on its fal request, a retried one two. The audit trail is its own stream, in time order (ids grow with
+``occurred_at``, as appending does), with the mix of events the service writes. Then VACUUM ANALYZE.
 
 A few bench users (``bench_user(k)``) have a normal history in both databases (so the empty database is not
 empty of them): ``BENCH_USER_EVENTS`` audit events each, a few uploads and recent succeeded try-ons with
@@ -22,7 +23,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg2
@@ -60,8 +61,9 @@ def bench_user_tryon(k: int) -> str:
     return hashlib.md5(f"bench-tryon-{k}-1".encode(), usedforsecurity=False).hexdigest()
 
 
-# Uploads: the status by ``g % 100`` ("bucket"); every thousandth is live instead.
-# 0-49 deleted (source expired), 50-74 and 98-99 expired unfinished, 75-81 rejected, 82-97 verified.
+# Uploads: the status by ``g % 100`` ("bucket"); every thousandth is live instead. 0-49 and 82-97 verified,
+# then deleted an hour after their last try-on (``_KEPT`` turns those a favourite or a running try-on holds
+# back to verified), 50-74 and 98-99 expired unfinished, 75-81 rejected.
 _UPLOADS = """
 INSERT INTO uploads (upload_id, user_id, object_key, content_type, content_length, checksum_sha256, status,
     created_at, expires_at, updated_at, stored_key, stored_content_type, stored_size, width, height,
@@ -80,18 +82,15 @@ SELECT id, usr, 'uploads/' || usr || '/' || id, 'image/jpeg', 1500000 + (g * 791
     CASE WHEN live THEN NULL ELSE purged END,
     CASE WHEN live THEN 0 WHEN status = 'expired' THEN 1 ELSE 3 END,
     CASE WHEN kept_source OR status = 'rejected' THEN 1 ELSE 0 END,
-    CASE WHEN status = 'verified' THEN %(now)s + make_interval(secs => 600 + (g * 7907) %% 86400)
-        WHEN status = 'deleted' THEN created + interval '1 hour' END
+    CASE WHEN status = 'deleted' THEN created + interval '1 hour' END
 FROM (
     SELECT g, id, usr, live, created, kept_source, status,
-        least(created + CASE WHEN status = 'verified' THEN interval '20 minutes'
-                ELSE interval '65 minutes' END,
-              %(now)s - interval '1 minute') AS purged
+        least(created + interval '65 minutes', %(now)s - interval '1 minute') AS purged
     FROM (
         SELECT g, id, usr, live, created,
             NOT live AND (bucket < 50 OR bucket BETWEEN 82 AND 97) AS kept_source,
-            CASE WHEN live THEN 'issued' WHEN bucket < 50 THEN 'deleted' WHEN bucket < 75 OR bucket >= 98
-                THEN 'expired' WHEN bucket < 82 THEN 'rejected' ELSE 'verified' END AS status
+            CASE WHEN live THEN 'issued' WHEN bucket < 50 OR bucket BETWEEN 82 AND 97 THEN 'deleted'
+                WHEN bucket BETWEEN 75 AND 81 THEN 'rejected' ELSE 'expired' END AS status
         FROM (
             SELECT g, md5('upload-' || g) AS id, %(prefix)s || lpad((g %% %(users)s)::text, 5, '0') AS usr,
                 g %% 100 AS bucket, g %% 1000 = 999 AS live,
@@ -157,6 +156,22 @@ FROM (
     FROM tryons WHERE status = 'succeeded' AND user_id LIKE %(like)s
 ) succeeded
 WHERE favorite OR completed_at > %(now)s - interval '29 days'
+"""
+
+# A selfie whose try-on is still running, or one of whose results is a favourite, is kept: verified, its PUT
+# object purged 20 minutes after upload, its deadline an hour after its last try-on (long past, for the
+# favourites: retention starts again only when the last favourite goes).
+_KEPT = """
+UPDATE uploads u SET status = 'verified', source_expires_at = k.deadline,
+    updated_at = least(u.created_at + interval '20 minutes', %(now)s - interval '1 minute'),
+    purged_at = least(u.created_at + interval '20 minutes', %(now)s - interval '1 minute')
+FROM (
+    SELECT t.upload_id, max(coalesce(t.completed_at, t.created_at)) + interval '1 hour' AS deadline
+    FROM tryons t LEFT JOIN tryon_results r ON r.tryon_id = t.tryon_id AND r.favorite
+    WHERE t.user_id LIKE %(like)s AND (r.favorite OR t.status NOT IN ('succeeded', 'failed'))
+    GROUP BY t.upload_id
+) k
+WHERE u.upload_id = k.upload_id
 """
 
 _FAL_REQUESTS = """
@@ -249,6 +264,29 @@ SELECT fal_request_id, tryon_id FROM tryons WHERE user_id = %(user)s
 Say = Callable[[str], None]
 
 
+def _month_partitions(cursor: Any, now: datetime) -> int:
+    """If ``audit_events`` is partitioned (migration 10 on Postgres), the monthly partitions a year of rows
+    would have had made for them (``audit_events_YYYY_MM``, UTC months, as that migration names them), so the
+    history lands in its months and not in the default partition; how many were made."""
+    cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('audit_events')")
+    found = cursor.fetchone()
+    if found is None or found[0] != "p":
+        return 0
+    first = (now - timedelta(seconds=SPAN_SECONDS + 86400)).astimezone(UTC)
+    month = datetime(first.year, first.month, 1, tzinfo=UTC)
+    made = 0
+    while month <= now:
+        following = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+        name = f"audit_events_{month:%Y_%m}"
+        cursor.execute("SELECT to_regclass(%s)", (name,))
+        if cursor.fetchone()[0] is None:
+            bounds = "FOR VALUES FROM (%s) TO (%s)"
+            cursor.execute(f"CREATE TABLE {name} PARTITION OF audit_events {bounds}", (month, following))
+            made += 1
+        month = following
+    return made
+
+
 def _timed(cursor: Any, say: Say, what: str, sql: str, params: dict[str, Any]) -> None:
     started = time.monotonic()
     cursor.execute(sql, params)
@@ -257,7 +295,7 @@ def _timed(cursor: Any, say: Say, what: str, sql: str, params: dict[str, Any]) -
 
 def seed(database_url: str, volumes: Volumes | None, bench_users: int, now: datetime, say: Say) -> float:
     """``bench_users`` bench users' history, and (unless ``volumes`` is None) a busy year of everyone
-    else's; then ANALYZE. Seconds taken."""
+    else's; then VACUUM ANALYZE. Seconds taken."""
     started = time.monotonic()
     connection = psycopg2.connect(database_url, connect_timeout=10)
     try:
@@ -278,8 +316,11 @@ def seed(database_url: str, volumes: Volumes | None, bench_users: int, now: date
                 _timed(cursor, say, "uploads", _UPLOADS, year)
                 _timed(cursor, say, "tryons", _TRYONS, year)
                 _timed(cursor, say, "tryon_results", _RESULTS, year)
+                _timed(cursor, say, "uploads kept verified (a favourite or a running try-on)", _KEPT, year)
                 _timed(cursor, say, "fal_requests", _FAL_REQUESTS, year)
             cursor.execute(_KIND_TYPE)
+            if made := _month_partitions(cursor, now):
+                say(f"  audit_events is partitioned: made {made} monthly partitions for the history")
             if volumes is not None:
                 _timed(cursor, say, "audit_events", _EVENTS, year)
             for k in range(bench_users):
@@ -298,8 +339,8 @@ def seed(database_url: str, volumes: Volumes | None, bench_users: int, now: date
         connection.autocommit = True
         with connection.cursor() as cursor:
             analyzed = time.monotonic()
-            cursor.execute("ANALYZE")
-            say(f"  ANALYZE: {time.monotonic() - analyzed:.1f} s")
+            cursor.execute("VACUUM (ANALYZE)")
+            say(f"  VACUUM ANALYZE: {time.monotonic() - analyzed:.1f} s")
     finally:
         connection.close()
     return time.monotonic() - started
