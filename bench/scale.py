@@ -251,7 +251,7 @@ def measure(sides: Sequence[Side], options: Options) -> Figures:
         return elapsed
 
     progress(f"tryon sweep on each: once to warm up, then {CLI_REPEATS} timed (each a process) ...")
-    figures["sweep, nothing due"] = _each(turn_about(sides, CLI_REPEATS, 1, sweep), statistics.median)
+    figures["sweep, nothing to delete"] = _each(turn_about(sides, CLI_REPEATS, 1, sweep), statistics.median)
 
     def export(side: Side, index: int) -> float:
         elapsed, exported = side.cli("audit", "export", "--user", owner)
@@ -335,7 +335,7 @@ TARGETS = (
     Target("issuance p95", 1.5, relative=True),
     Target("status poll p50", 1.5, relative=True),
     Target("/metrics scrape p50", 50.0, relative=False),
-    Target("sweep, nothing due", 2.0, relative=True),
+    Target("sweep, nothing to delete", 2.0, relative=True),
     Target("audit export, one user", 1.5, relative=True),
     Target("erasure DELETE /v1/me/data", 1.5, relative=True),
 )
