@@ -65,6 +65,7 @@ bench: install tools
 	$(BIN)/python -m bench.verification
 	$(BIN)/python -m bench.tryons
 	$(BIN)/python -m bench.webhooks
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .tools var .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -105,20 +105,38 @@ def _wait_until_every_worker_is_warm(log: Path, since: int, workers: int, timeou
         time.sleep(0.2)
 
 
+def _postgres_admin(*statements: str) -> None:
+    """Run ``statements`` (outside a transaction) on the server at ``POSTGRES_ADMIN_URL``."""
+    admin = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=3)
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+    finally:
+        admin.close()
+
+
+def postgres_database(name: str) -> str:
+    """A freshly created Postgres database ``name`` (dropped first if it exists): its URL. Raises
+    psycopg2.OperationalError when no Postgres answers at ``POSTGRES_ADMIN_URL``."""
+    _postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_database(name: str) -> None:
+    """Drop ``name``, closing whatever is still connected to it."""
+    _postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def fresh_database() -> str:
     """Production's backend when it is here: a freshly created Postgres database; else SQLite."""
     try:
-        admin = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=3)
+        return postgres_database(BENCH_DATABASE)
     except psycopg2.OperationalError:
         for leftover in (DATABASE, DATABASE.with_name("tryon.db-wal"), DATABASE.with_name("tryon.db-shm")):
             leftover.unlink(missing_ok=True)
         return f"sqlite:///{DATABASE}"
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
-        cursor.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-    admin.close()
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
 
 
 def start_stack(
