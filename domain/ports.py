@@ -125,7 +125,9 @@ class UploadRepository(Protocol):
         ...
 
     def set_deadline(self, upload_id: str, when: datetime) -> bool:
-        """Move a verified upload's ``source_expires_at``; False when it is no longer verified."""
+        """Move a verified upload's ``source_expires_at`` and clear ``source_kept`` (its retention starts
+        again: its holds are looked at anew when the new deadline comes); False when it is no longer
+        verified."""
         ...
 
     def mark_deleted(self, upload_id: str, now: datetime) -> None:
@@ -142,6 +144,12 @@ class UploadRepository(Protocol):
         backstop covers a process that dies in between)."""
         ...
 
+    def keep_if_held(self, upload_id: str, now: datetime) -> bool:
+        """Mark a verified upload ``source_kept`` if its ``source_expires_at`` has passed and one of its
+        results is a favourite, in one conditional update (``overdue_sources`` then leaves it out until
+        ``set_deadline`` clears the mark); True when this marked it."""
+        ...
+
     def for_user(self, user_id: str) -> list[Upload]: ...
 
     def delete(self, upload_id: str) -> None:
@@ -155,8 +163,9 @@ class UploadRepository(Protocol):
         ...
 
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
-        """Verified uploads whose ``source_expires_at`` has passed and that nothing keeps (no unsettled
-        try-on, no favourite result: ending either restarts the selfie's retention and schedules it anew)."""
+        """Verified uploads whose ``source_expires_at`` has passed, not marked ``source_kept`` and with no
+        unsettled try-on (settling it restarts the selfie's retention and schedules it anew). One a
+        favourite holds but not yet marked is listed: its expiry marks it."""
         ...
 
     def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool: ...

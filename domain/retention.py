@@ -15,8 +15,8 @@ from domain.ports import ChangeBoard, Clock, Topic, TryOnQueue, UnitOfWork, Uplo
 log = logging.getLogger(__name__)
 
 SOURCE_RETENTION_SECONDS = 3600
-"""The default SOURCE_RETENTION_SECONDS: how long a selfie lives after its last try-on settles or its last
-favourite goes."""
+"""The default SOURCE_RETENTION_SECONDS: how long a selfie lives after its last try-on settles or a
+favourite of it goes."""
 
 
 def restart_retention(
@@ -55,8 +55,9 @@ class SourceExpiry:
         favourite set at the same moment either keeps the selfie or finds it gone, never half of each.
 
         Run before its deadline (the deadline moved since this was scheduled), it schedules itself again
-        for the new one. Kept for a try-on or a favourite, it waits: settling the try-on or the last
-        unfavourite schedules it anew."""
+        for the new one. Kept for a try-on or a favourite, it waits: settling the try-on or an unfavourite
+        schedules it anew. Kept for a favourite, it is also marked kept (``keep_if_held``), so the sweep
+        stops listing it; the unfavourite's new deadline clears the mark."""
         now = self._clock.now()
         current: Upload | None = None
         with self._unit_of_work() as uow:
@@ -64,6 +65,7 @@ class SourceExpiry:
             if deleted is not None:
                 uow.audit.append(audit.upload_deleted(deleted.user_id, upload_id, now, "retention"))
             else:
+                uow.uploads.keep_if_held(upload_id, now)
                 current = uow.uploads.get(upload_id)
             uow.commit()
         if deleted is None:

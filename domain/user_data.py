@@ -54,9 +54,19 @@ class UserData:
         self._objects_then_rows = ObjectsThenRows(uploads=uploads, results=results, unit_of_work=unit_of_work)
 
     def favorite(self, user_id: str, result_id: str, favorite: bool) -> None:
-        """A favourite result is kept, and so is the selfie it was made from; when the last favourite of
-        a selfie goes, the selfie's SOURCE_RETENTION_SECONDS start again. Setting what is already set
-        changes nothing (no audit event, no job); a result being deleted cannot be favourited."""
+        """A favourite result is kept, and so is the selfie it was made from; when a favourite of a
+        selfie goes, the selfie's SOURCE_RETENTION_SECONDS start again. Setting what is already set
+        changes nothing (no audit event, no job); a result being deleted cannot be favourited.
+
+        Every unfavourite restarts retention, not only the last one: two unfavourites of a selfie's last
+        two favourites at once would each see the other still set, and if neither restarted it, the selfie
+        would stay marked kept (``keep_if_held``) and never expire. Restarting is harmless while another
+        favourite remains: at the new deadline the expiry finds it held and marks it kept again.
+
+        The S3 hold (the tag the lifecycle backstop honours) is released only when no other favourite of
+        the selfie is left in this unit of work's view: releasing it while one remains would let the
+        backstop delete a favourite's selfie. In that same race neither may release it; the tag then only
+        outlives the row's hold, and the expiry at the new deadline deletes the object outright anyway."""
         now = self._clock.now()
         with self._unit_of_work() as uow:
             result = uow.results.get(result_id)
@@ -79,11 +89,11 @@ class UserData:
             uow.audit.append(audit.result_favorite(user_id, result_id, now, favorite))
             upload_id = tryon.upload_id if tryon else None
             others = [r for r in uow.results.for_upload(upload_id) if r.favorite] if upload_id else []
-            if upload_id and not favorite and not others:
+            if upload_id and not favorite:
                 new_deadline = restart_retention(uow, upload_id, now, self._source_retention_seconds)
             uow.commit()
         if upload_id is not None and new_deadline is not None:
-            if source is not None:  # released after the flag: until then the row still holds it anyway
+            if source is not None and not others:  # after the flag: until then the row holds it anyway
                 self._uploads.hold_source(source, False)
             self._queue.expire_upload_at(upload_id, new_deadline)
 

@@ -170,7 +170,7 @@ class FakeUploadRepository(UploadRepository):
         upload = self.get(upload_id)
         if upload is None or upload.status is not UploadStatus.VERIFIED:
             return False
-        self._write(replace(upload, source_expires_at=when))
+        self._write(replace(upload, source_expires_at=when, source_kept=False))
         return True
 
     def mark_deleted(self, upload_id: str, now: datetime) -> None:
@@ -194,6 +194,15 @@ class FakeUploadRepository(UploadRepository):
         self._store.purged[upload_id] = now
         return self._write(replace(upload, status=UploadStatus.DELETED, updated_at=now))
 
+    def keep_if_held(self, upload_id: str, now: datetime) -> bool:
+        upload = self.get(upload_id)
+        if upload is None or upload.status is not UploadStatus.VERIFIED or not upload.source_expired(now):
+            return False
+        if upload.source_kept or not self._favourite(upload_id):
+            return False
+        self.pending[upload_id] = replace(upload, source_kept=True)  # a mark: the version stays
+        return True
+
     def for_user(self, user_id: str) -> list[Upload]:
         ids = {*self._committed, *self.pending} - self.deleted
         found = [self.get(upload_id) for upload_id in sorted(ids)]
@@ -216,17 +225,21 @@ class FakeUploadRepository(UploadRepository):
 
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
         verified = [u for u in self._committed.values() if u.status is UploadStatus.VERIFIED]
-        due = [u for u in verified if u.source_expires_at is not None and u.source_expires_at < now]
-        return [u.upload_id for u in due if not self._held(u.upload_id)][:limit]
+        unkept = [u for u in verified if not u.source_kept]
+        due = [u for u in unkept if u.source_expires_at is not None and u.source_expires_at < now]
+        due.sort(key=lambda u: u.source_expires_at or now)
+        return [u.upload_id for u in due if not self._unsettled(u.upload_id)][:limit]
 
     def _held(self, upload_id: str) -> bool:
-        tryons = [t for t in self._store.tryons.values() if t.upload_id == upload_id]
-        favourites = [
-            r
-            for r in self._store.results.values()
-            if r.favorite and r.tryon_id in {t.tryon_id for t in tryons}
-        ]
-        return any(t.status not in TERMINAL for t in tryons) or bool(favourites)
+        return self._unsettled(upload_id) or self._favourite(upload_id)
+
+    def _unsettled(self, upload_id: str) -> bool:
+        tryons = self._store.tryons.values()
+        return any(t.upload_id == upload_id and t.status not in TERMINAL for t in tryons)
+
+    def _favourite(self, upload_id: str) -> bool:
+        tryons = {t.tryon_id for t in self._store.tryons.values() if t.upload_id == upload_id}
+        return any(r.favorite and r.tryon_id in tryons for r in self._store.results.values())
 
     def claim_sweep(self, upload_id: str, now: datetime, lease_until: datetime) -> bool:
         return _claim(self._store.sweep_leases, f"upload:{upload_id}", now, lease_until)

@@ -79,6 +79,7 @@ class UploadRow(BaseRow):
     sweep_lease_until = UtcDateTimeField(null=True)
     version = peewee.IntegerField(default=0)
     verification_attempts = peewee.IntegerField(default=0)
+    source_kept = peewee.BooleanField(default=False)
 
     class Meta:
         table_name = "uploads"

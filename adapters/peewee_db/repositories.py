@@ -88,7 +88,9 @@ class PeeweeUploadRepository(UploadRepository):
     def set_deadline(self, upload_id: str, when: datetime) -> bool:
         verified = (UploadRow.upload_id == upload_id) & (UploadRow.status == UploadStatus.VERIFIED.value)
         with unavailable_on_failure("moving a deadline"), bound_to(self._db):
-            query = UploadRow.update(source_expires_at=when, version=UploadRow.version + 1).where(verified)
+            query = UploadRow.update(
+                source_expires_at=when, source_kept=False, version=UploadRow.version + 1
+            ).where(verified)
             return bool(query.execute(self._db) == 1)
 
     def mark_deleted(self, upload_id: str, now: datetime) -> None:
@@ -126,6 +128,34 @@ class PeeweeUploadRepository(UploadRepository):
             changed = query.where(due).execute(self._db)
         return self.get(upload_id) if changed == 1 else None
 
+    def keep_if_held(self, upload_id: str, now: datetime) -> bool:
+        """One conditional UPDATE, the row's lock deciding its races (Postgres, READ COMMITTED; SQLite's
+        units of work are serialised outright). Against an unfavourite, whose unit of work turns the flag
+        off and then moves the deadline (``set_deadline``: a future one, ``source_kept`` cleared):
+
+        - the unfavourite commits first: this statement's snapshot sees the new deadline, not yet due, and
+          marks nothing;
+        - this UPDATE takes the row first (it saw the favourite, committed or not yet turned off): it marks
+          and commits, then the unfavourite's deadline update, which waited for the row, clears the mark;
+        - the unfavourite's deadline update takes the row first: this UPDATE waits for the row, and once
+          the unfavourite commits Postgres re-checks the row's own conditions on its new version (the
+          EXISTS is not re-read: it still sees the favourite), where ``source_expires_at <= now`` no longer
+          holds, so nothing is marked. That re-check is what makes the deadline a term here.
+
+        Whatever the order, once an unfavourite has committed the selfie is unmarked with a future deadline,
+        and its expiry looks at its holds again then. Not bumping ``version``: a mark the sweep reads, like
+        its lease, not a change of state (a compare-and-set that read the row before it still lands)."""
+        held = (
+            (UploadRow.upload_id == upload_id)
+            & (UploadRow.status == UploadStatus.VERIFIED.value)
+            & (UploadRow.source_expires_at <= now)
+            & ~UploadRow.source_kept
+            & _favourite(upload_id)
+        )
+        with unavailable_on_failure("keeping a selfie"), bound_to(self._db):
+            changed = UploadRow.update(source_kept=True).where(held).execute(self._db)
+        return bool(changed == 1)
+
     def for_user(self, user_id: str) -> list[Upload]:
         with unavailable_on_failure("reading uploads"), bound_to(self._db):
             query = UploadRow.select().where(UploadRow.user_id == user_id).order_by(UploadRow.created_at)
@@ -152,14 +182,18 @@ class PeeweeUploadRepository(UploadRepository):
             ]
 
     def overdue_sources(self, now: datetime, limit: int) -> list[str]:
-        """Held selfies are left out here, not declined one by one after a claim: with more than ``limit``
-        of them (favourites pile up) the sweep would otherwise list the same held ones every pass and never
-        reach the others. Still read by ``uploads_status_source_expires_at``: the held ones are walked (an
-        index entry and two index probes each), the rest of history is not."""
+        """Reads ``uploads_overdue_sources`` (verified selfies not kept by a favourite), in its order: the
+        WHERE says the index's predicate as it is written. Selfies a favourite keeps were marked by their
+        expiry (``keep_if_held``) and are not in it; one not yet marked is listed, and the sweep's expiry
+        marks it, once. A selfie held by an unsettled try-on is never marked (settling restarts its
+        retention, but in a unit of work of its own, so a mark could outlive a worker dying in between):
+        those are left out here, one index probe per due selfie, or more than ``limit`` of them would be
+        listed every pass and the others never reached."""
         overdue = (
             (UploadRow.status == UploadStatus.VERIFIED.value)
+            & ~UploadRow.source_kept
             & (UploadRow.source_expires_at < now)
-            & ~_held(UploadRow.upload_id)
+            & ~_unsettled(UploadRow.upload_id)
         )
         with unavailable_on_failure("finding overdue selfies"), bound_to(self._db):
             query = (
@@ -204,13 +238,20 @@ class PeeweeUploadRepository(UploadRepository):
 def _held(upload_id: Any) -> Any:
     """The upload ``upload_id`` (a value, or the outer query's column) is kept: a try-on on it is unsettled,
     or one of its results is a favourite."""
+    return _unsettled(upload_id) | _favourite(upload_id)
+
+
+def _unsettled(upload_id: Any) -> Any:
     tryons = TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.upload_id == upload_id)
-    unsettled = tryons.where(TryOnRow.status.not_in(SETTLED_TRYON_STATUSES))
+    return fn.EXISTS(tryons.where(TryOnRow.status.not_in(SETTLED_TRYON_STATUSES)))
+
+
+def _favourite(upload_id: Any) -> Any:
     favourites = ResultRow.select(ResultRow.result_id).where(
         ResultRow.tryon_id.in_(TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.upload_id == upload_id))
         & (ResultRow.favorite == True)  # noqa: E712
     )
-    return fn.EXISTS(unsettled) | fn.EXISTS(favourites)
+    return fn.EXISTS(favourites)
 
 
 def _columns(upload: Upload) -> dict[str, Any]:
@@ -233,6 +274,7 @@ def _columns(upload: Upload) -> dict[str, Any]:
         "width": stored and stored.width,
         "height": stored and stored.height,
         "stored_checksum_sha256": stored and stored.checksum_sha256,
+        "source_kept": upload.source_kept,
     }
 
 
@@ -264,6 +306,7 @@ def _upload(row: Any) -> Upload:
         rejection_reason=row.rejection_reason,
         version=row.version,
         verification_attempts=row.verification_attempts,
+        source_kept=row.source_kept,
     )
 
 

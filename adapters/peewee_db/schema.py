@@ -208,21 +208,42 @@ UNSETTLED_TRYONS = "status IN ('queued', 'running')"
 exactly this (``TryOnStatus`` minus ``TERMINAL``, spelled as ``IN``, never as ``NOT IN`` the settled ones)."""
 
 
+OVERDUE_SOURCES = "status = 'verified' AND NOT source_kept"
+"""The predicate of ``uploads_overdue_sources``: verified selfies no favourite is known to hold. The overdue
+query says exactly this (``status = ? AND NOT source_kept``: SQLite matches a bound status to the index's
+literal) for SQLite and Postgres to use the index."""
+
+
 def _index_live_work(db: peewee.Database) -> None:
     """Issue 15: every periodic query (the sweep, the reconciler, the verifier's stalled claims) reads a
     partial index holding only the rows that may still need work, so its cost follows the work due, not the
     years of settled history. The indexes they replace are dropped (no other query reads them).
 
+    Overdue selfies: a selfie with a favourite result stays verified past its deadline for as long as the
+    favourite lasts (years), so "verified and past its deadline" is not work due. ``uploads.source_kept``
+    marks the ones a favourite holds (``keep_if_held`` sets it when an expiry finds one; every restart of
+    retention clears it, and an unfavourite always restarts it), and ``uploads_overdue_sources`` leaves them
+    out (``OVERDUE_SOURCES``). Rows a favourite already holds are marked here, whatever their deadline (the
+    mark stays true until a favourite goes, and that restarts retention); the ``ALTER TABLE`` holds uploads
+    exclusively until this transaction commits, so an unfavourite under way waits to write its new deadline
+    and then clears the mark.
+
     Plain ``CREATE INDEX`` inside the release migration: on Postgres it holds a SHARE lock on each table
     (writes wait; reads go on) while it builds; the partial indexes are small, but building them still reads
     the whole table once (a few seconds at 400,000 uploads)."""
     for statement in (
+        "ALTER TABLE uploads ADD COLUMN source_kept BOOLEAN NOT NULL DEFAULT FALSE",
+        """UPDATE uploads SET source_kept = TRUE WHERE status = 'verified' AND EXISTS (
+            SELECT 1 FROM tryon_results JOIN tryons ON tryons.tryon_id = tryon_results.tryon_id
+            WHERE tryons.upload_id = uploads.upload_id AND tryon_results.favorite)""",
+        f"CREATE INDEX uploads_overdue_sources ON uploads (source_expires_at) WHERE {OVERDUE_SOURCES}",
         "CREATE INDEX uploads_unpurged_created_at ON uploads (created_at) WHERE purged_at IS NULL",
         "CREATE INDEX uploads_verifying_updated_at ON uploads (updated_at) WHERE status = 'verifying'",
         "CREATE INDEX tryon_results_unkept_created_at ON tryon_results (created_at) WHERE NOT favorite",
         f"CREATE INDEX tryons_unsettled_created_at ON tryons (created_at) WHERE {UNSETTLED_TRYONS}",
         f"CREATE INDEX tryons_unsettled_next_action_at ON tryons (next_action_at) WHERE {UNSETTLED_TRYONS}",
         "DROP INDEX uploads_status_expires_at",
+        "DROP INDEX uploads_status_source_expires_at",
         "DROP INDEX tryons_status_next_action_at",
         "DROP INDEX tryon_results_created_at",
     ):

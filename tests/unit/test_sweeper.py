@@ -8,7 +8,7 @@ import pytest
 from domain.model import Upload, UploadStatus
 from domain.ports import Topic
 from domain.sweeper import Sweeper, SweepPolicy
-from tests.builders.worlds import DataWorld
+from tests.builders.worlds import ORDER, DataWorld
 from tests.fakes import FakeObject, FakeUnitOfWork
 
 
@@ -75,11 +75,12 @@ def test_a_verified_selfie_past_its_deadline_goes_unless_a_result_is_a_favourite
 
 def test_selfies_kept_by_favourites_do_not_hold_back_the_ones_due_behind_them(world):
     """More kept selfies than a batch: the sweep used to list the same kept ones every pass (declining each
-    after a claim) and never reach the rest."""
+    after a claim) and never reach the rest. Their expiry, run at their deadline, marked them kept."""
     for upload_id in ("kept1", "kept2"):
         world.data.favorite("alice", world.tried_on("alice", upload_id).result_id, True)
     world.tried_on("bob", "due")
     world.clock.advance(3601)
+    assert [world.expiry.expire(u) for u in ("kept1", "kept2")] == [False, False]
     world.sweeper = world.new_sweeper(batch_size=2)
 
     counts = world.sweeper.sweep()
@@ -87,6 +88,47 @@ def test_selfies_kept_by_favourites_do_not_hold_back_the_ones_due_behind_them(wo
     assert (counts.sources_deleted, counts.skipped) == (1, 0)
     assert world.store.uploads["due"].status is UploadStatus.DELETED
     assert {world.store.uploads[u].status for u in ("kept1", "kept2")} == {UploadStatus.VERIFIED}
+
+
+def test_a_selfie_a_favourite_keeps_is_marked_by_the_first_sweep_that_lists_it_and_never_listed_again(world):
+    """Its scheduled expiry never ran (the job was lost): the sweep lists it once, and its expiry marks it."""
+    for upload_id in ("kept1", "kept2"):
+        world.data.favorite("alice", world.tried_on("alice", upload_id).result_id, True)
+    world.tried_on("bob", "due")
+    world.clock.advance(3601)
+    world.sweeper = world.new_sweeper(batch_size=2)
+    overdue = world.store.uploads  # committed rows, as the sweep reads them
+
+    with FakeUnitOfWork(world.store) as uow:
+        assert uow.uploads.overdue_sources(world.clock.now(), 10) == ["kept1", "kept2", "due"]
+    first = world.sweeper.sweep()
+    second = world.sweeper.sweep()
+
+    assert (first.sources_deleted, second.sources_deleted) == (0, 1)
+    assert overdue["due"].status is UploadStatus.DELETED
+    assert [(overdue[u].status, overdue[u].source_kept) for u in ("kept1", "kept2")] == [
+        (UploadStatus.VERIFIED, True),
+        (UploadStatus.VERIFIED, True),
+    ]
+    with FakeUnitOfWork(world.store) as uow:
+        assert uow.uploads.overdue_sources(world.clock.now() + timedelta(days=365), 10) == []
+    assert world.sweeper.sweep().sources_deleted == 0
+
+
+def test_a_selfie_a_try_on_keeps_is_not_marked_and_not_listed(world):
+    """Settling the try-on restarts its retention, but in a unit of work of its own: a mark could outlive a
+    worker dying in between, so a try-on's hold is left to the query, never marked."""
+    world.tried_on("alice", "up1")
+    world.desk.order("alice", ORDER)
+    world.clock.advance(3601)
+    world.store.uploads["up1"] = replace(world.store.uploads["up1"], source_expires_at=world.clock.now())
+    world.clock.advance(1)
+
+    assert world.expiry.expire("up1") is False
+    with FakeUnitOfWork(world.store) as uow:
+        assert uow.uploads.overdue_sources(world.clock.now(), 10) == []
+        assert uow.uploads.keep_if_held("up1", world.clock.now()) is False
+    assert world.store.uploads["up1"].source_kept is False
 
 
 def test_results_past_retention_go_and_favourites_stay(world):

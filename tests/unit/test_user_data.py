@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from domain.errors import NotFound
-from domain.model import UploadStatus
+from domain.model import TryOnResult, UploadStatus
 from domain.ports import Topic
+from domain.user_data import UserData
 from tests.builders.worlds import ORDER, DataWorld
+from tests.fakes import FakeResultRepository, FakeStore, FakeUnitOfWork
 
 
 @pytest.fixture
@@ -42,6 +44,91 @@ def test_when_the_last_favourite_goes_the_selfie_gets_its_retention_again_then_g
     assert world.expiry.expire("up1") is True
     assert world.uploads.objects == {}
     assert world.store.uploads["up1"].status is UploadStatus.DELETED
+
+
+def two_favourites(world: DataWorld) -> tuple[TryOnResult, TryOnResult]:
+    first = world.tried_on()
+    tryon = world.desk.order("alice", ORDER)
+    world.run_until_settled(tryon.tryon_id)
+    [second] = [r for r in world.store.results.values() if r.tryon_id == tryon.tryon_id]
+    for result in (first, second):
+        world.data.favorite("alice", result.result_id, True)
+    return first, second
+
+
+def test_a_selfie_a_favourite_keeps_past_its_deadline_is_marked_kept_and_any_unfavourite_unmarks_it(world):
+    first, second = two_favourites(world)
+    world.clock.advance(7200)
+
+    assert world.expiry.expire("up1") is False
+    assert world.store.uploads["up1"].source_kept is True
+    world.data.favorite("alice", first.result_id, False)  # another is left: retention restarts all the same
+
+    upload = world.store.uploads["up1"]
+    assert (upload.source_kept, upload.source_expires_at) == (False, world.clock.now() + timedelta(hours=1))
+    assert world.queue.expiries[-1] == ("up1", upload.source_expires_at)
+    assert world.uploads.held == {"uploads/alice/up1.jpg": True}  # the S3 hold stays for the other one
+    world.clock.advance(3601)
+    assert world.expiry.expire("up1") is False  # the other favourite still keeps it
+    assert world.store.uploads["up1"].source_kept is True
+    world.data.favorite("alice", second.result_id, False)
+    assert world.uploads.held == {"uploads/alice/up1.jpg": False}
+    world.clock.advance(3601)
+    assert world.expiry.expire("up1") is True
+
+
+class SnapshotResults(FakeResultRepository):
+    """READ COMMITTED as two concurrent unfavourites see it: each reads the results as they were before
+    either committed, plus its own write."""
+
+    def __init__(self, store: FakeStore, snapshot: dict[str, TryOnResult]) -> None:
+        super().__init__(store)
+        self._snapshot = snapshot
+        self._own: dict[str, TryOnResult] = {}
+
+    def set_favorite(self, result_id: str, favorite: bool, now: datetime) -> bool:
+        changed = super().set_favorite(result_id, favorite, now)
+        if changed:
+            self._own[result_id] = self._store.results[result_id]
+        return changed
+
+    def for_upload(self, upload_id: str) -> list[TryOnResult]:
+        seen = {**self._snapshot, **self._own}
+        return [seen[r.result_id] for r in super().for_upload(upload_id)]
+
+
+def test_two_unfavourites_of_the_last_two_favourites_at_once_still_restart_retention(world):
+    """Each sees the other favourite still set. Before, neither restarted the selfie's retention: marked
+    kept, it would never have been deleted."""
+    first, second = two_favourites(world)
+    world.clock.advance(7200)
+    assert world.expiry.expire("up1") is False and world.store.uploads["up1"].source_kept
+    snapshot = dict(world.store.results)
+
+    def racing_unit_of_work() -> FakeUnitOfWork:
+        uow = FakeUnitOfWork(world.store)
+        uow.results = SnapshotResults(world.store, snapshot)
+        return uow
+
+    racing = UserData(
+        uploads=world.uploads,
+        results=world.results,
+        queue=world.queue,
+        changes=world.changes,
+        unit_of_work=racing_unit_of_work,
+        clock=world.clock,
+        source_retention_seconds=3600,
+    )
+    racing.favorite("alice", first.result_id, False)
+    racing.favorite("alice", second.result_id, False)
+
+    upload = world.store.uploads["up1"]
+    assert not any(r.favorite for r in world.store.results.values())
+    assert (upload.source_kept, upload.source_expires_at) == (False, world.clock.now() + timedelta(hours=1))
+    assert world.queue.expiries[-2:] == [("up1", upload.source_expires_at)] * 2
+    world.clock.advance(3601)
+    assert world.expiry.expire("up1") is True
+    assert world.uploads.objects == {}
 
 
 def test_only_the_owner_can_favourite(world):
