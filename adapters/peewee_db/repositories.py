@@ -16,13 +16,13 @@ from peewee import fn
 
 from adapters.peewee_db.database import unavailable_on_failure
 from adapters.peewee_db.models import (
-    SETTLED_TRYON_STATUSES,
     AuditRow,
     ResultRow,
     TryOnRow,
     UploadRow,
     UsageRow,
     bound_to,
+    unsettled_tryon,
 )
 from adapters.peewee_db.outbox import EventOutbox
 from domain.model import AuditEvent, StoredImage, Upload, UploadStatus
@@ -242,8 +242,10 @@ def _held(upload_id: Any) -> Any:
 
 
 def _unsettled(upload_id: Any) -> Any:
+    """Spelled as the unsettled try-ons' partial indexes' predicate: as an anti-join (Postgres turns a lone
+    ``NOT EXISTS`` into one) it reads the few unsettled try-ons from one of them, never the table."""
     tryons = TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.upload_id == upload_id)
-    return fn.EXISTS(tryons.where(TryOnRow.status.not_in(SETTLED_TRYON_STATUSES)))
+    return fn.EXISTS(tryons.where(unsettled_tryon(TryOnRow.status)))
 
 
 def _favourite(upload_id: Any) -> Any:

@@ -1,9 +1,11 @@
 """Issue 15: every periodic query (the sweep's three, the reconciler's, the verifier's stalled claims) costs
 what the work due costs, not what history costs. Proven on SQLite and Postgres holding 50,000 settled rows per
-table (purged uploads, settled try-ons, favourites kept for years) beside a handful due: each query returns
-exactly the due rows, its plan reads the partial index of migration 9 meant for it (never a sequential scan of
-the table), and on Postgres ``EXPLAIN (ANALYZE, BUFFERS)`` counts the rows and pages it touched, which stay a
-few dozen however much history there is (a scan of the history touches tens of thousands of rows).
+table (purged uploads, settled try-ons, favourites kept for years) and 5,000 selfies favourites keep past
+their deadline (verified for years: every sweep read each one and probed its holds before ``source_kept``,
+about 70,000 rows and 41,000 pages), beside a handful due: each query returns exactly the due rows, its plan
+reads the partial index of migration 9 meant for it (never a sequential scan of the table), and on Postgres
+``EXPLAIN (ANALYZE, BUFFERS)`` counts the rows and pages it touched, which stay a few dozen however much
+history there is (a scan of the history touches tens of thousands of rows).
 
 The query text is the repositories' own: each method runs once with its SQL captured, then that SQL is
 explained with the same parameters."""
@@ -30,7 +32,11 @@ from tests.builders.databases import Backend, postgres_schema
 pytestmark = pytest.mark.integration
 
 HISTORY = 50_000
+KEPT = 5_000
+"""Selfies favourites keep, verified and long past their deadline, marked kept as their expiry left them;
+the overdue query read every one of them (and probed its try-ons and results) before ``source_kept``."""
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+LIVE_SELFIES = 40
 MAX_ROWS_TOUCHED = 30
 """Rows a periodic query may read (index entries and heap rows, kept or filtered out) with a dozen due or
 live rows beside 50,000 of history; a scan of that history reads 50,000."""
@@ -60,7 +66,7 @@ PERIODIC = [
     Periodic("sweep: uploads to purge", _to_purge, "uploads", "uploads_unpurged_created_at",
              ["dead_1", "dead_2", "dead_3", "deleted_1"]),
     Periodic("sweep: overdue selfies", lambda db: PeeweeUploadRepository(db).overdue_sources(NOW, 200),
-             "uploads", "uploads_status_source_expires_at", ["overdue_2", "overdue_1"]),
+             "uploads", "uploads_overdue_sources", ["overdue_2", "overdue_1"]),
     Periodic("sweep: expired results", _expired_results, "tryon_results", "tryon_results_unkept_created_at",
              ["due_r1", "due_r2", "due_r3"]),
     Periodic("reconciler: overdue try-ons",
@@ -95,9 +101,12 @@ def _seed(backend: Backend) -> peewee.Database:
     db = backend.open()
     migrate(db)
     with db.atomic():
-        for statement in history_sql(is_postgres(db), HISTORY):
+        for statement in [*history_sql(is_postgres(db), HISTORY), *kept_sql(is_postgres(db), KEPT)]:
             execute_sql(db, statement)
         _add_due_and_live_rows(db)
+        execute_sql(
+            db, "UPDATE uploads SET source_kept = TRUE WHERE upload_id = 'held_fav'"
+        )  # its expiry ran
     execute_sql(db, "ANALYZE")
     return db
 
@@ -131,6 +140,33 @@ def history_sql(postgres: bool, rows: int) -> list[str]:
     ]
 
 
+def kept_sql(postgres: bool, rows: int, *, marked: bool = True) -> list[str]:
+    """Selfies kept by a favourite: verified, deadline long past, a settled try-on whose result is a
+    favourite; ``marked``: with ``source_kept`` set (False: as a database at version 8 holds them)."""
+    if postgres:
+        numbers, source = "", f"generate_series(1, {rows}) AS n(i)"
+        at = "(TIMESTAMPTZ '2024-01-01 00:00:00+00' + i * INTERVAL '10 minutes')"
+    else:
+        numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+        source = "n"
+        at = "strftime('%Y-%m-%d %H:%M:%S+00:00', '2024-01-01', '+' || (i * 10) || ' minutes')"
+    kept = (", source_kept", ", TRUE") if marked else ("", "")
+    return [
+        f"""{numbers}INSERT INTO uploads (upload_id, user_id, object_key, content_type, content_length,
+            status, created_at, expires_at, updated_at, source_expires_at, purged_at, stored_key{kept[0]})
+            SELECT 'favkept_' || i, 'user_kept', 'uploads/kept/' || i, 'image/jpeg', 1000, 'verified',
+            {at}, {at}, {at}, {at}, {at}, 'sources/kept/' || i{kept[1]} FROM {source}""",
+        f"""{numbers}INSERT INTO tryons (tryon_id, user_id, upload_id, style_prompt, num_images,
+            output_format, status, attempts, created_at, completed_at, next_action_at)
+            SELECT 'favkept_t' || i, 'user_kept', 'favkept_' || i, 'a bob', 1, 'jpeg', 'succeeded', 1,
+            {at}, {at}, {at} FROM {source}""",
+        f"""{numbers}INSERT INTO tryon_results (result_id, tryon_id, user_id, position, object_key,
+            content_type, size, created_at, favorite)
+            SELECT 'favkept_r' || i, 'favkept_t' || i, 'user_kept', 0, 'processed/kept/' || i, 'image/jpeg',
+            1000, {at}, TRUE FROM {source}""",
+    ]
+
+
 UPLOAD_COLUMNS = (
     "upload_id, user_id, object_key, content_type, content_length, status, created_at, expires_at, "
     "updated_at, source_expires_at, purged_at"
@@ -147,8 +183,11 @@ RESULT_COLUMNS = (
 def _add_due_and_live_rows(db: peewee.Database) -> None:
     """Due: 3 dead intents and a deletion left unfinished, 2 overdue selfies, 2 stalled verifications, 3
     try-ons overdue, 3 results past retention. Live, not due: intents still in flight, a fresh verification,
-    a selfie with time left, 2 past their deadline but kept (by a favourite, by a running try-on), a leased
-    try-on and one not yet due, results a day old."""
+    selfies with time left (as many as a quiet hour holds: SQLite sorts an index range it expects to hold a
+    handful of rows rather than read it in order, a sort of the work due, not of history), 2 past their
+    deadline but kept (by a favourite, by a running try-on; the first is marked ``source_kept`` once
+    migrated, by migration 9 or by the caller as its expiry would), a leased try-on and one not yet due,
+    results a day old."""
 
     def at(minutes: int) -> datetime:
         return NOW + timedelta(minutes=minutes)
@@ -161,6 +200,10 @@ def _add_due_and_live_rows(db: peewee.Database) -> None:
         ("verifying_1", "verifying", at(-1), at(4), at(0), None, None),
         *[(f"overdue_{i}", "verified", at(-90), at(-85), at(-80), at(-i), at(-60)) for i in (1, 2)],
         ("kept_1", "verified", at(-90), at(-85), at(-80), at(60), at(-60)),
+        *[
+            (f"fresh_{i}", "verified", at(-90), at(-85), at(-80), at(i), at(-60))
+            for i in range(1, LIVE_SELFIES)
+        ],
         *[(f"held_{i}", "verified", at(-90), at(-85), at(-80), at(-30), at(-60)) for i in ("fav", "tryon")],
     ]
     for upload_id, status, *times in uploads:
@@ -273,13 +316,19 @@ def test_the_unsettled_predicate_of_the_indexes_names_exactly_the_unsettled_stat
 
 
 MIGRATION_9_INDEXES = {
+    "uploads_overdue_sources",
     "uploads_unpurged_created_at",
     "uploads_verifying_updated_at",
     "tryon_results_unkept_created_at",
     "tryons_unsettled_created_at",
     "tryons_unsettled_next_action_at",
 }
-DROPPED_BY_9 = {"uploads_status_expires_at", "tryons_status_next_action_at", "tryon_results_created_at"}
+DROPPED_BY_9 = {
+    "uploads_status_expires_at",
+    "uploads_status_source_expires_at",
+    "tryons_status_next_action_at",
+    "tryon_results_created_at",
+}
 
 
 def test_migration_9_indexes_a_database_at_version_8_that_holds_rows(backend: Backend) -> None:
@@ -287,7 +336,10 @@ def test_migration_9_indexes_a_database_at_version_8_that_holds_rows(backend: Ba
     with database.atomic():
         for migration in (m for m in MIGRATIONS if m.version < 9):
             migration.apply(database)
-        for statement in history_sql(is_postgres(database), 100):
+        for statement in [
+            *history_sql(is_postgres(database), 100),
+            *kept_sql(is_postgres(database), 5, marked=False),
+        ]:
             execute_sql(database, statement)
         _add_due_and_live_rows(database)
     before = index_names(database)
@@ -300,6 +352,8 @@ def test_migration_9_indexes_a_database_at_version_8_that_holds_rows(backend: Ba
     assert after == (before - DROPPED_BY_9) | MIGRATION_9_INDEXES
     for periodic in PERIODIC:
         assert periodic.run(database) == periodic.due, periodic.name
+    kept = execute_sql(database, "SELECT upload_id FROM uploads WHERE source_kept ORDER BY upload_id")
+    assert [row[0] for row in kept.fetchall()] == [*sorted(f"favkept_{i}" for i in range(1, 6)), "held_fav"]
 
 
 def index_names(db: peewee.Database) -> set[str]:
