@@ -6,21 +6,32 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import peewee
 import pytest
 
-from adapters.peewee_db import PeeweeUnitOfWork, PeeweeUploadRepository
+from adapters.peewee_db import PeeweeResultRepository, PeeweeUnitOfWork, PeeweeUploadRepository
 from domain.errors import LimitExceeded
 from domain.model import StoredImage, TryOn, TryOnResult, TryOnStatus, UploadStatus
+from domain.retention import SourceExpiry
 from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder
+from domain.user_data import UserData
 from tests.builders.databases import T0, Backend, an_intent
-from tests.fakes import FakeChangeBoard, FakeResultStorage, FakeTryOnQueue, FixedClock, SequentialIds
+from tests.fakes import (
+    FakeChangeBoard,
+    FakeResultStorage,
+    FakeTryOnQueue,
+    FakeUploadStorage,
+    FixedClock,
+    SequentialIds,
+)
 
 pytestmark = pytest.mark.integration
 
 ORDER = TryOnOrder("up_1", "a copper bob")
 WAIT = 10.0
+ROUNDS = 40
 
 
 class PausingIds(SequentialIds):
@@ -150,3 +161,169 @@ def test_a_users_usage_counts_images_per_utc_day(db) -> None:
         assert uow.usage.hold("user_1", "2025-03-01") == 7
         assert uow.usage.hold("user_1", "2025-03-02") == 0
         assert uow.usage.hold("user_2", "2025-03-01") == 0
+
+
+DUE = T0 + timedelta(hours=2)
+"""Past ``verified``'s deadline (T0 + 1 h): the clock of the kept-selfie tests below."""
+
+
+def two_favourites(db: peewee.Database) -> None:
+    """``up_1`` verified, two settled try-ons on it, and each one's result a favourite."""
+    verified(db)
+    with PeeweeUnitOfWork(db) as uow:
+        for n in (1, 2):
+            uow.tryons.add(
+                replace(
+                    TryOn(f"t{n}", "user_1", "up_1", "a bob", 1, "jpeg", T0), status=TryOnStatus.SUCCEEDED
+                )
+            )
+            uow.results.add_if_absent(
+                TryOnResult(
+                    f"r{n}", f"t{n}", "user_1", 0, f"processed/user_1/t{n}/0.jpg", "image/jpeg", 1, 1, 1, T0
+                )
+            )
+            assert uow.results.set_favorite(f"r{n}", True, T0)
+        uow.commit()
+
+
+def test_a_selfie_kept_by_a_favourite_is_marked_once_left_out_of_the_overdue_list_and_freed_by_a_new_deadline(
+    db,
+) -> None:
+    two_favourites(db)
+    uploads = PeeweeUploadRepository(db)
+    assert uploads.keep_if_held("up_1", T0) is False  # not due yet
+    assert uploads.overdue_sources(DUE, 10) == [
+        "up_1"
+    ]  # due and held, not yet marked: listed, for its expiry
+
+    before = uploads.get("up_1")
+    assert uploads.keep_if_held("up_1", DUE) is True
+    assert uploads.keep_if_held("up_1", DUE) is False  # once
+    kept = uploads.get("up_1")
+    assert before is not None and kept is not None and kept.source_kept
+    assert kept.version == before.version  # a mark, not a change of state: compare-and-sets still land
+    assert uploads.overdue_sources(DUE + timedelta(days=400), 10) == []
+
+    assert uploads.set_deadline("up_1", DUE + timedelta(hours=1))
+    restarted = uploads.get("up_1")
+    assert restarted is not None and not restarted.source_kept
+    assert uploads.overdue_sources(DUE + timedelta(hours=2), 10) == ["up_1"]
+
+
+def test_a_selfie_an_unsettled_tryon_holds_is_never_marked_nor_listed(db) -> None:
+    verified(db)
+    with PeeweeUnitOfWork(db) as uow:
+        uow.tryons.add(TryOn("t1", "user_1", "up_1", "a bob", 1, "jpeg", T0))
+        uow.commit()
+    uploads = PeeweeUploadRepository(db)
+
+    assert uploads.keep_if_held("up_1", DUE) is False
+    assert uploads.overdue_sources(DUE, 10) == []
+    assert uploads.expire_if_due("up_1", DUE) is None
+
+
+def test_an_expiry_that_waits_for_an_unfavourites_new_deadline_does_not_mark_the_selfie(
+    backend: Backend, db
+) -> None:
+    """The interleaving the deadline term of ``keep_if_held`` is for: the unfavourite holds the row, its new
+    deadline written; the expiry's UPDATE saw the favourite and the old deadline, and waits. Once the
+    unfavourite commits, Postgres re-checks the row's own terms on its new version (the EXISTS still sees
+    the favourite): only the deadline, now in the future, stops the mark."""
+    two_favourites(db)
+    with PeeweeUnitOfWork(db) as uow:
+        assert uow.results.set_favorite("r2", False, T0)
+        uow.commit()
+    unfavourite = PeeweeUnitOfWork(backend.open())
+    with unfavourite as uow, ThreadPoolExecutor(1) as pool:
+        assert uow.results.set_favorite("r1", False, DUE)
+        assert uow.uploads.set_deadline("up_1", DUE + timedelta(hours=1))
+
+        def keep() -> bool:
+            with PeeweeUnitOfWork(backend.open()) as expiry:
+                kept = expiry.uploads.keep_if_held("up_1", DUE)
+                expiry.commit()
+            return kept
+
+        waiting = pool.submit(keep)
+        with pytest.raises(TimeoutError):
+            waiting.result(timeout=0.5)  # waits for the row (Postgres) or the database (SQLite)
+        uow.commit()
+        assert waiting.result(WAIT) is False
+
+    upload = PeeweeUploadRepository(db).get("up_1")
+    assert upload is not None and not upload.source_kept
+    assert upload.source_expires_at == DUE + timedelta(hours=1)
+
+
+class MeetingResults(PeeweeResultRepository):
+    """Both unfavourites meet once each has turned its own favourite off, uncommitted: each then reads the
+    other's as still set (READ COMMITTED), the interleaving that left the selfie kept forever."""
+
+    def __init__(self, db: peewee.Database, meet: threading.Barrier) -> None:
+        super().__init__(db)
+        self._meet = meet
+
+    def set_favorite(self, result_id: str, favorite: bool, now: datetime) -> bool:
+        changed = super().set_favorite(result_id, favorite, now)
+        self._meet.wait(WAIT)
+        return changed
+
+
+def test_two_unfavourites_of_the_last_two_favourites_at_once_always_free_the_selfie(
+    backend: Backend, db
+) -> None:
+    """Each round: the selfie past its deadline, marked kept by its two favourites; two requests unfavourite
+    one each, meeting mid-transaction (each sees the other's favourite still set), while an expiry runs
+    free beside them. Every round ends with the selfie unmarked and a deadline SOURCE_RETENTION_SECONDS on,
+    never deleted (the favourites went only now)."""
+    if backend.name != "postgres":
+        pytest.skip("SQLite runs units of work one at a time: there is no interleaving to force")
+    two_favourites(db)
+    clock = FixedClock(DUE)
+    meet = threading.Barrier(2)
+    storage = FakeUploadStorage()
+
+    def user_data(database: peewee.Database) -> UserData:
+        def unit_of_work() -> PeeweeUnitOfWork:
+            uow = PeeweeUnitOfWork(database)
+            uow.results = MeetingResults(database, meet)
+            return uow
+
+        return UserData(
+            uploads=storage,
+            results=FakeResultStorage(),
+            queue=FakeTryOnQueue(),
+            changes=FakeChangeBoard(),
+            unit_of_work=unit_of_work,
+            clock=clock,
+            source_retention_seconds=3600,
+        )
+
+    first, second = user_data(backend.open()), user_data(backend.open())
+    expiry_db = backend.open()
+    expiry = SourceExpiry(
+        storage=storage,
+        unit_of_work=lambda: PeeweeUnitOfWork(expiry_db),
+        clock=clock,
+        changes=FakeChangeBoard(),
+    )
+    uploads = PeeweeUploadRepository(db)
+    with ThreadPoolExecutor(3) as pool:  # the same threads every round: a connection each, per database
+        for round_ in range(ROUNDS):
+            with PeeweeUnitOfWork(db) as uow:
+                for result_id in ("r1", "r2"):
+                    uow.results.set_favorite(result_id, True, T0)  # False in the first round: already set
+                assert uow.uploads.set_deadline("up_1", T0 + timedelta(hours=1))
+                assert uow.uploads.keep_if_held("up_1", DUE)
+                uow.commit()
+            done = [
+                pool.submit(first.favorite, "user_1", "r1", False),
+                pool.submit(second.favorite, "user_1", "r2", False),
+                pool.submit(expiry.expire, "up_1"),
+            ]
+            outcomes = [future.result(WAIT) for future in done]
+
+            upload = uploads.get("up_1")
+            assert outcomes[2] is False, round_
+            assert upload is not None and upload.status is UploadStatus.VERIFIED, round_
+            assert (upload.source_kept, upload.source_expires_at) == (False, DUE + timedelta(hours=1)), round_
