@@ -13,10 +13,23 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from adapters.peewee_db import migrate
+from adapters.peewee_db.database import database_proxy
+from adapters.peewee_db.models import AuditRow, FalRequestRow, ResultRow, TryOnRow, UploadRow, UsageRow
 from adapters.redis_store import connect_redis
 from adapters.rq_queue import RqTryOnQueue
 from entrypoints.bootstrap import TRYON_JOBS
 from tests.builders.databases import Backend, postgres_schema
+
+
+@pytest.fixture(autouse=True)
+def row_models_on_the_proxy() -> Iterator[None]:
+    """peewee's ``bind_ctx`` (``models.bound_to``) sets a model's database on the class and puts back the
+    one it found: two threads inside it at once can put back each other's, leaving the row models bound
+    to one test connection instead of ``database_proxy`` (harmless in a process with one database; here a
+    later test that queries through the proxy reached a dropped Postgres schema). Rebound after each test."""
+    yield
+    for model in (UploadRow, AuditRow, TryOnRow, ResultRow, UsageRow, FalRequestRow):
+        model._meta.set_database(database_proxy)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
