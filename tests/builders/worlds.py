@@ -3,10 +3,12 @@ records. A test module subclasses one to add its own services."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
 from domain.model import StoredImage, TryOnResult, TryOnStatus, Upload, UploadStatus
+from domain.ports import UnitOfWork
 from domain.retention import SourceExpiry
 from domain.tryon_runner import RunnerPolicy, TryOnRunner
 from domain.tryons import TryOnDesk, TryOnOrder
@@ -95,17 +97,21 @@ class DataWorld(TryOnWorld):
         super().__init__()
         self.uploads = FakeUploadStorage()
         uow = lambda: FakeUnitOfWork(self.store)  # noqa: E731
-        self.data = UserData(
+        self.data = self.user_data(uow)
+        self.expiry = SourceExpiry(
+            storage=self.uploads, unit_of_work=uow, clock=self.clock, changes=self.changes
+        )
+
+    def user_data(self, unit_of_work: Callable[[], UnitOfWork]) -> UserData:
+        """This world's ``UserData``, on units of work of the caller's making."""
+        return UserData(
             uploads=self.uploads,
             results=self.results,
             queue=self.queue,
             changes=self.changes,
-            unit_of_work=uow,
+            unit_of_work=unit_of_work,
             clock=self.clock,
             source_retention_seconds=3600,
-        )
-        self.expiry = SourceExpiry(
-            storage=self.uploads, unit_of_work=uow, clock=self.clock, changes=self.changes
         )
 
     def tried_on(self, user_id: str = "alice", upload_id: str = "up1") -> TryOnResult:

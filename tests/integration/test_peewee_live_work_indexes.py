@@ -111,16 +111,20 @@ def _seed(backend: Backend) -> peewee.Database:
     return db
 
 
+def _series(postgres: bool, rows: int) -> tuple[str, str, str]:
+    """SQL for rows numbered ``i`` from 1: a prefix to the INSERT, the FROM source, and ``i``'s instant (every
+    10 minutes from 2024-01-01)."""
+    if postgres:
+        at = "(TIMESTAMPTZ '2024-01-01 00:00:00+00' + i * INTERVAL '10 minutes')"
+        return "", f"generate_series(1, {rows}) AS n(i)", at
+    numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+    return numbers, "n", "strftime('%Y-%m-%d %H:%M:%S+00:00', '2024-01-01', '+' || (i * 10) || ' minutes')"
+
+
 def history_sql(postgres: bool, rows: int) -> list[str]:
     """Years of settled rows, generated in SQL: uploads deleted, rejected or expired and purged long ago,
     try-ons settled, and each try-on's result kept as a favourite (so never expired)."""
-    if postgres:
-        numbers, source = "", f"generate_series(1, {rows}) AS n(i)"
-        at = "(TIMESTAMPTZ '2024-01-01 00:00:00+00' + i * INTERVAL '10 minutes')"
-    else:
-        numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
-        source = "n"
-        at = "strftime('%Y-%m-%d %H:%M:%S+00:00', '2024-01-01', '+' || (i * 10) || ' minutes')"
+    numbers, source, at = _series(postgres, rows)
     mod = "%%" if postgres else "%"  # psycopg2 formats every statement it is given parameters for
     status = f"CASE i {mod} 3 WHEN 0 THEN 'deleted' WHEN 1 THEN 'rejected' ELSE 'expired' END"
     user = f"'user_' || (i {mod} 997)"
@@ -143,13 +147,7 @@ def history_sql(postgres: bool, rows: int) -> list[str]:
 def kept_sql(postgres: bool, rows: int, *, marked: bool = True) -> list[str]:
     """Selfies kept by a favourite: verified, deadline long past, a settled try-on whose result is a
     favourite; ``marked``: with ``source_kept`` set (False: as a database at version 8 holds them)."""
-    if postgres:
-        numbers, source = "", f"generate_series(1, {rows}) AS n(i)"
-        at = "(TIMESTAMPTZ '2024-01-01 00:00:00+00' + i * INTERVAL '10 minutes')"
-    else:
-        numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
-        source = "n"
-        at = "strftime('%Y-%m-%d %H:%M:%S+00:00', '2024-01-01', '+' || (i * 10) || ' minutes')"
+    numbers, source, at = _series(postgres, rows)
     kept = (", source_kept", ", TRUE") if marked else ("", "")
     return [
         f"""{numbers}INSERT INTO uploads (upload_id, user_id, object_key, content_type, content_length,

@@ -7,7 +7,6 @@ import pytest
 from domain.errors import NotFound
 from domain.model import TryOnResult, UploadStatus
 from domain.ports import Topic
-from domain.user_data import UserData
 from tests.builders.worlds import ORDER, DataWorld
 from tests.fakes import FakeResultRepository, FakeStore, FakeUnitOfWork
 
@@ -110,15 +109,7 @@ def test_two_unfavourites_of_the_last_two_favourites_at_once_still_restart_reten
         uow.results = SnapshotResults(world.store, snapshot)
         return uow
 
-    racing = UserData(
-        uploads=world.uploads,
-        results=world.results,
-        queue=world.queue,
-        changes=world.changes,
-        unit_of_work=racing_unit_of_work,
-        clock=world.clock,
-        source_retention_seconds=3600,
-    )
+    racing = world.user_data(racing_unit_of_work)
     racing.favorite("alice", first.result_id, False)
     racing.favorite("alice", second.result_id, False)
 
