@@ -5,8 +5,9 @@ Written against the schema ``tryon migrate`` leaves, into the logical tables onl
 table or adds indexes (and, if ``audit_events`` is partitioned, makes the monthly partitions its history
 needs). The rows are what a year of production leaves behind, with **nothing the sweeper can delete**:
 uploads mostly purged (deleted an hour after their last try-on, expired unfinished, rejected); the selfies a
-favourite result or a running try-on holds kept verified, past their deadline (retention starts again only
-when the last favourite goes: the sweep looks at those again on every pass and keeps them); a few hundred
+favourite result or a running try-on holds kept verified, past their deadline (retention starts again when a
+favourite goes; those a favourite holds are marked ``source_kept``, as their expiry left them, and the sweep
+does not list them); a few hundred
 uploads live (issued in the last two minutes); try-ons mostly settled (89 % succeeded, the rest failed
 with fal's codes), a few running; results older than 30 days only as favourites (about one in ten); every
 try-on its fal request, a retried one two. The audit trail is its own stream, in time order (ids grow with
@@ -160,13 +161,15 @@ WHERE favorite OR completed_at > %(now)s - interval '29 days'
 
 # A selfie whose try-on is still running, or one of whose results is a favourite, is kept: verified, its PUT
 # object purged 20 minutes after upload, its deadline an hour after its last try-on (long past, for the
-# favourites: retention starts again only when the last favourite goes).
+# favourites: retention starts again only when a favourite goes). One a favourite holds is marked
+# ``source_kept``, as the expiry that ran at its deadline left it (``UploadRepository.keep_if_held``).
 _KEPT = """
-UPDATE uploads u SET status = 'verified', source_expires_at = k.deadline,
+UPDATE uploads u SET status = 'verified', source_expires_at = k.deadline, source_kept = k.favourite,
     updated_at = least(u.created_at + interval '20 minutes', %(now)s - interval '1 minute'),
     purged_at = least(u.created_at + interval '20 minutes', %(now)s - interval '1 minute')
 FROM (
-    SELECT t.upload_id, max(coalesce(t.completed_at, t.created_at)) + interval '1 hour' AS deadline
+    SELECT t.upload_id, max(coalesce(t.completed_at, t.created_at)) + interval '1 hour' AS deadline,
+        coalesce(bool_or(r.favorite), FALSE) AS favourite
     FROM tryons t LEFT JOIN tryon_results r ON r.tryon_id = t.tryon_id AND r.favorite
     WHERE t.user_id LIKE %(like)s AND (r.favorite OR t.status NOT IN ('succeeded', 'failed'))
     GROUP BY t.upload_id
