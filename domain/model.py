@@ -95,9 +95,10 @@ class Upload:
     verification_attempts: int = 0
     """Verifications started on it: a verification that never finishes is not retried forever."""
     source_kept: bool = False
-    """A favourite result was found holding the selfie past its deadline (``UploadRepository.keep_if_held``):
-    the sweep no longer lists it. Every restart of its retention clears it (an unfavourite always restarts
-    it), so a selfie is never kept by this mark alone."""
+    """A favourite result holds the selfie: its expiry found one past its deadline
+    (``UploadRepository.keep_if_held``), or migration 9 did. The sweep does not list it. Every restart of
+    its retention clears the mark (an unfavourite always restarts it), so no selfie is kept by the mark
+    alone."""
 
     def source_expired(self, now: datetime) -> bool:
         """The selfie's deletion deadline has come (an upload that was never verified has none)."""

@@ -230,22 +230,24 @@ def _index_live_work(db: peewee.Database) -> None:
 
     Plain ``CREATE INDEX`` inside the release migration: on Postgres it holds a SHARE lock on each table
     (writes wait; reads go on) while it builds; the partial indexes are small, but building them still reads
-    the whole table once (a few seconds at 400,000 uploads)."""
+    the whole table once (a few seconds at 400,000 uploads). The ``ALTER TABLE`` comes last: its ACCESS
+    EXCLUSIVE lock (reads of uploads wait too) is held only for the backfill and the one index after it."""
     for statement in (
-        "ALTER TABLE uploads ADD COLUMN source_kept BOOLEAN NOT NULL DEFAULT FALSE",
-        """UPDATE uploads SET source_kept = TRUE WHERE status = 'verified' AND EXISTS (
-            SELECT 1 FROM tryon_results JOIN tryons ON tryons.tryon_id = tryon_results.tryon_id
-            WHERE tryons.upload_id = uploads.upload_id AND tryon_results.favorite)""",
-        f"CREATE INDEX uploads_overdue_sources ON uploads (source_expires_at) WHERE {OVERDUE_SOURCES}",
         "CREATE INDEX uploads_unpurged_created_at ON uploads (created_at) WHERE purged_at IS NULL",
         "CREATE INDEX uploads_verifying_updated_at ON uploads (updated_at) WHERE status = 'verifying'",
         "CREATE INDEX tryon_results_unkept_created_at ON tryon_results (created_at) WHERE NOT favorite",
         f"CREATE INDEX tryons_unsettled_created_at ON tryons (created_at) WHERE {UNSETTLED_TRYONS}",
         f"CREATE INDEX tryons_unsettled_next_action_at ON tryons (next_action_at) WHERE {UNSETTLED_TRYONS}",
-        "DROP INDEX uploads_status_expires_at",
-        "DROP INDEX uploads_status_source_expires_at",
         "DROP INDEX tryons_status_next_action_at",
         "DROP INDEX tryon_results_created_at",
+        # Last: from here to the commit uploads is locked exclusively (reads of it wait too).
+        "ALTER TABLE uploads ADD COLUMN source_kept BOOLEAN NOT NULL DEFAULT FALSE",
+        """UPDATE uploads SET source_kept = TRUE WHERE status = 'verified' AND EXISTS (
+            SELECT 1 FROM tryon_results JOIN tryons ON tryons.tryon_id = tryon_results.tryon_id
+            WHERE tryons.upload_id = uploads.upload_id AND tryon_results.favorite)""",
+        f"CREATE INDEX uploads_overdue_sources ON uploads (source_expires_at) WHERE {OVERDUE_SOURCES}",
+        "DROP INDEX uploads_status_expires_at",
+        "DROP INDEX uploads_status_source_expires_at",
     ):
         execute_sql(db, statement)
 
