@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 from entrypoints.settings import Settings, SettingsError
@@ -59,7 +60,9 @@ def _sweep(settings: Settings, _: argparse.Namespace) -> int:
 
     services = bootstrap(settings)
     try:
-        print(f"sweep: {services.sweeper.sweep().summary()}")
+        started = time.perf_counter()
+        summary = services.sweeper.sweep().summary()
+        print(f"sweep: {summary} in {(time.perf_counter() - started) * 1000:.0f} ms")
     finally:
         services.end_request()
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -147,6 +148,9 @@ def test_sweep_prints_its_counts_and_audit_export_prints_json_lines_per_user(env
     assert sweep.returncode == 0, sweep.stderr
     assert sweep.stdout.startswith("sweep: purged 0 upload(s)' objects")
     assert "dropped 0 audit partition(s)" in sweep.stdout
+    assert re.search(r" in \d+ ms$", sweep.stdout.strip()), (
+        sweep.stdout
+    )  # its own time, for operators and bench
 
     database = open_database(env["DATABASE_URL"])
     log = PeeweeAuditLog(database)

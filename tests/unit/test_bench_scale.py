@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from bench.scale import EMPTY, SEEDED, TARGETS, Side, table, turn_about
+import pytest
+
+from bench.scale import EMPTY, SEEDED, TARGETS, BenchFailed, Side, sweep_ms, table, turn_about
 
 
 def _side(label: str) -> Side:
@@ -56,3 +58,9 @@ def test_metrics_is_judged_on_its_own_milliseconds_and_the_sweep_on_its_ratio() 
     assert missed["/metrics scrape p50"] == "FAIL"
     assert missed["sweep, nothing to delete"] == "FAIL"
     assert missed["issuance p50"] == "PASS"
+
+
+def test_the_sweeps_own_time_is_read_from_the_end_of_its_line() -> None:
+    assert sweep_ms("sweep: purged 0 upload(s)' objects, ...; created 0 in 37 ms\n") == 37.0
+    with pytest.raises(BenchFailed, match="printed no time"):
+        sweep_ms("sweep: purged 0 upload(s)' objects")
