@@ -30,7 +30,10 @@ worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 30
-graceful_timeout = 20
+graceful_timeout = 28
+"""On SIGTERM (a deploy, a restart) a worker finishes what it holds for up to this long: above the longest
+long poll (``?wait=25``), so a held request still gets its answer, and below the 30 s the platform allows
+between SIGTERM and SIGKILL."""
 accesslog = None  # the app logs one scrubbed JSON line per request; gunicorn's would repeat it raw
 
 

@@ -13,12 +13,17 @@ from typing import Any
 import pytest
 
 from adapters.peewee_db.database import POOL_OPTIONS
+from domain.changes import MAX_WAIT_SECONDS
 
 CONF = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
 
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 OPERATORS_DIR = "/var/run/operators-metrics"
+
+
+HEROKU_SIGKILL_AFTER_SECONDS = 30
+"""A dyno told to stop (SIGTERM) is killed this long after."""
 
 
 def gunicorn_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
@@ -35,7 +40,13 @@ def test_by_default_two_processes_of_eight_threads(monkeypatch):
     conf = gunicorn_settings(monkeypatch)
 
     assert (conf["worker_class"], conf["workers"], conf["threads"]) == ("gthread", 2, 8)
-    assert (conf["timeout"], conf["graceful_timeout"], conf["accesslog"]) == (30, 20, None)
+    assert (conf["timeout"], conf["accesslog"]) == (30, None)
+
+
+def test_a_deploy_lets_the_longest_long_poll_finish_before_the_platform_kills_the_dyno(monkeypatch):
+    conf = gunicorn_settings(monkeypatch)
+
+    assert MAX_WAIT_SECONDS < conf["graceful_timeout"] < HEROKU_SIGKILL_AFTER_SECONDS
 
 
 def test_the_platform_sizes_processes_and_threads(monkeypatch):
