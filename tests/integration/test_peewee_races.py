@@ -269,6 +269,8 @@ class MeetingResults(PeeweeResultRepository):
         return changed
 
 
+# Postgres only: SQLite runs units of work one at a time, so there is no interleaving to force.
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_two_unfavourites_of_the_last_two_favourites_at_once_always_free_the_selfie(
     backend: Backend, db
 ) -> None:
@@ -276,8 +278,6 @@ def test_two_unfavourites_of_the_last_two_favourites_at_once_always_free_the_sel
     one each, meeting mid-transaction (each sees the other's favourite still set), while an expiry runs
     free beside them. Every round ends with the selfie unmarked and a deadline SOURCE_RETENTION_SECONDS on,
     never deleted (the favourites went only now)."""
-    if backend.name != "postgres":
-        pytest.skip("SQLite runs units of work one at a time: there is no interleaving to force")
     two_favourites(db)
     clock = FixedClock(DUE)
     meet = threading.Barrier(2)
