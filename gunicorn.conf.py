@@ -8,9 +8,11 @@ Each worker opens its pools (database, Redis, S3) before it takes traffic. The w
 model: verification runs in the ``verifier`` process, and ``complete`` waits for its verdict on Redis.
 
 Metrics: prometheus_client's multi-process mode. ``PROMETHEUS_MULTIPROC_DIR`` must be set before anything
-imports prometheus_client (it picks its value store at import), so it is set first here, to a fresh empty
-directory unless the operator set one, and the app is imported only inside the hooks. Each worker writes
-its values to files there and ``/metrics`` adds up every process's, including workers that have exited.
+imports prometheus_client (it picks its value store at import), so it is set first here, and the app is
+imported only inside the hooks. The directory is ``WEB_METRICS_DIR`` if the operator chose one (emptied of an
+earlier run's files at start), else a fresh one this file makes (and removes on exit). It is set here, for the
+web only: the worker and the verifier (``tryon``) drop an inherited ``PROMETHEUS_MULTIPROC_DIR``. Each
+worker writes its values to files there and ``/metrics`` adds up every process's, including exited ones.
 """
 
 from __future__ import annotations
@@ -18,13 +20,28 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
-_OWN_METRICS_DIR: str | None = None
-if not os.environ.get(MULTIPROC_DIR):  # before any import of prometheus_client, in this and every worker
-    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="tryon-metrics-")
-    os.environ[MULTIPROC_DIR] = _OWN_METRICS_DIR
+OPERATORS_DIR = "WEB_METRICS_DIR"
+MADE_DIR = "TRYON_MADE_METRICS_DIR"
+"""The directory the first load of this file made. gunicorn loads the file again on SIGHUP: the reload must
+keep using (and on exit remove) that one, not make another and leak the first."""
+
+
+def metrics_directory() -> tuple[str, bool]:
+    """(where the web's processes keep their values, whether this file made it)."""
+    chosen = os.environ.get(OPERATORS_DIR)
+    if chosen:
+        return chosen, False
+    made = os.environ.get(MADE_DIR) or tempfile.mkdtemp(prefix="tryon-metrics-")
+    os.environ[MADE_DIR] = made
+    return made, True
+
+
+METRICS_DIR, _MADE_HERE = metrics_directory()
+os.environ[MULTIPROC_DIR] = METRICS_DIR  # before any import of prometheus_client, in this and every worker
 
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -35,6 +52,13 @@ graceful_timeout = 28
 long poll (``?wait=25``), so a held request still gets its answer, and below the 30 s the platform allows
 between SIGTERM and SIGKILL."""
 accesslog = None  # the app logs one scrubbed JSON line per request; gunicorn's would repeat it raw
+
+
+def on_starting(server: Any) -> None:
+    """Once, before the first worker: an earlier run's files (dead processes' values, in the operator's
+    directory) would be summed forever; prometheus_client's docs say to empty the directory first."""
+    for stale in Path(METRICS_DIR).glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 def when_ready(server: Any) -> None:
@@ -56,5 +80,5 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    if _OWN_METRICS_DIR is not None:
-        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
+    if _MADE_HERE:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -153,7 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WEB_ONLY_ENVIRONMENT = ("PROMETHEUS_MULTIPROC_DIR",)
+"""gunicorn.conf.py sets it for the web's processes. Inherited by one of these commands (a config var set for
+every process type), it would make prometheus_client keep this process's values in files there: a crash if
+the directory is missing, and counts reported twice if the web sums the same directory."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for name in WEB_ONLY_ENVIRONMENT:  # before anything imports prometheus_client
+        os.environ.pop(name, None)
     args = build_parser().parse_args(argv)
     settings = None
     if getattr(args, "needs_settings", True):

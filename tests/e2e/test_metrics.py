@@ -95,7 +95,7 @@ MAX_ROUNDS = 10
 def test_under_gunicorn_two_processes_add_up_in_one_scrape(settings, dev_issuer, tmp_path: Path):
     token = secrets.token_urlsafe(24)
     env = {**environment(settings), "METRICS_TOKEN": token}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes a fresh one
+    env.pop("WEB_METRICS_DIR", None)  # gunicorn.conf.py makes a fresh one
     bearer = {"Authorization": f"Bearer {token}"}
     auth = {"Authorization": f"Bearer {dev_issuer.mint(f'user{secrets.token_hex(6)}')}"}
     log = tmp_path / "web.log"

@@ -19,6 +19,7 @@ CONF = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
 
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+MADE_DIR = "TRYON_MADE_METRICS_DIR"
 OPERATORS_DIR = "/var/run/operators-metrics"
 
 
@@ -30,7 +31,9 @@ def gunicorn_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, 
     """Runs the file with the operator's metrics directory set unless told otherwise (restored afterwards)."""
     for name in ("WEB_CONCURRENCY", "WEB_THREADS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(MULTIPROC_DIR, OPERATORS_DIR)
+    monkeypatch.setenv("WEB_METRICS_DIR", OPERATORS_DIR)
+    for name in (MULTIPROC_DIR, MADE_DIR):  # the file sets them: put back as they were afterwards
+        monkeypatch.setenv(name, "")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(CONF))
@@ -67,17 +70,50 @@ def test_without_a_metrics_directory_a_fresh_one_is_made_and_set_for_every_worke
         return "/tmp/tryon-metrics-x"
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
-    conf = gunicorn_settings(monkeypatch, PROMETHEUS_MULTIPROC_DIR="")
+    conf = gunicorn_settings(monkeypatch, WEB_METRICS_DIR="")
 
     assert made == ["tryon-metrics-"]
-    assert os.environ[MULTIPROC_DIR] == conf["_OWN_METRICS_DIR"] == "/tmp/tryon-metrics-x"
+    assert os.environ[MULTIPROC_DIR] == conf["METRICS_DIR"] == "/tmp/tryon-metrics-x"
 
 
-def test_an_operators_metrics_directory_is_kept(monkeypatch):
-    conf = gunicorn_settings(monkeypatch)
+def test_a_reload_keeps_the_directory_it_made_and_removes_it_on_exit(monkeypatch, tmp_path):
+    """gunicorn runs the file again on SIGHUP: no second directory, and the one made is still removed."""
+    made = tmp_path / "tryon-metrics-first"
+    made.mkdir()
+    calls: list[str] = []
 
-    assert os.environ[MULTIPROC_DIR] == OPERATORS_DIR
-    assert conf["_OWN_METRICS_DIR"] is None  # nor removed on exit: it is the operator's
+    def mkdtemp(prefix: str) -> str:
+        calls.append(prefix)
+        return str(made)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    gunicorn_settings(monkeypatch, WEB_METRICS_DIR="")
+    reloaded = runpy.run_path(str(CONF))
+
+    reloaded["on_exit"](None)
+
+    assert calls == ["tryon-metrics-"]
+    assert reloaded["METRICS_DIR"] == str(made)
+    assert not made.exists()
+
+
+def test_an_inherited_prometheus_directory_is_not_the_webs(monkeypatch):
+    """A PROMETHEUS_MULTIPROC_DIR set for every process type is not taken: the web's is WEB_METRICS_DIR or
+    its own (the worker and verifier drop the inherited one, entrypoints.cli)."""
+    conf = gunicorn_settings(monkeypatch, PROMETHEUS_MULTIPROC_DIR="/var/run/everyones")
+
+    assert os.environ[MULTIPROC_DIR] == conf["METRICS_DIR"] == OPERATORS_DIR
+
+
+def test_an_operators_metrics_directory_is_emptied_at_start_and_kept_on_exit(monkeypatch, tmp_path):
+    (tmp_path / "counter_4242.db").write_bytes(b"an earlier run's values")
+    (tmp_path / "notes.txt").write_text("not ours")
+    conf = gunicorn_settings(monkeypatch, WEB_METRICS_DIR=str(tmp_path))
+
+    conf["on_starting"](None)
+    conf["on_exit"](None)
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_nothing_imports_prometheus_client_before_the_directory_is_set():
@@ -91,4 +127,4 @@ def test_nothing_imports_prometheus_client_before_the_directory_is_set():
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
     }
 
-    assert top_level <= {"__future__", "os", "shutil", "tempfile", "typing"}, top_level
+    assert top_level <= {"__future__", "os", "pathlib", "shutil", "tempfile", "typing"}, top_level
