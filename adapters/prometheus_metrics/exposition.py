@@ -127,8 +127,38 @@ def exposition(shared: Collector | None = None) -> bytes:
     return generate_latest(scrape_registry(shared))
 
 
+EXPORTER_MAX_CONNECTIONS = 4
+"""Connections the exporter serves at once; beyond them a connection is closed at once. A scraper needs one:
+idle or trickling clients (port scanners, TCP health checks) can hold no more threads than this."""
+
+
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(EXPORTER_MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed (timed out idle, reset): one quiet line, not socketserver's traceback
+        on stderr naming the client's address."""
+        log.debug("metrics exporter: a connection ended in an error")
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -4,6 +4,7 @@ bearer of METRICS_TOKEN, 404 for anyone and anything else, and no server at all 
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from adapters.prometheus_metrics import MetricsExporter, record_events
+from adapters.prometheus_metrics.exposition import EXPORTER_MAX_CONNECTIONS
 from domain.model import AuditEvent
 from entrypoints.bootstrap import metrics_exporter
 from tests.builders.app import SETTINGS
@@ -64,3 +66,21 @@ def test_anyone_or_anything_else_gets_404(exporter: str, path: str, headers: dic
 )
 def test_without_both_port_and_token_no_server_is_started(port: int | None, token: str | None) -> None:
     assert metrics_exporter(replace(SETTINGS, metrics_port=port, metrics_token=token)) is None
+
+
+def test_idle_connections_hold_at_most_a_few_threads_and_a_scrape_gets_through_once_they_go(
+    exporter: str,
+) -> None:
+    host, port = exporter.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(EXPORTER_MAX_CONNECTIONS)]
+    try:
+        one_more = socket.create_connection((host, int(port)), timeout=5)
+        with one_more:
+            assert one_more.recv(1) == b""  # closed at once, not given a thread of its own
+    finally:
+        for connection in idle:
+            connection.close()
+
+    response = requests.get(f"{exporter}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+    assert response.status_code == 200
