@@ -163,9 +163,9 @@ class Side:
             )
         return elapsed
 
-    def cli(self, *args: str) -> tuple[float, str]:
+    def cli(self, *args: str) -> tuple[float, str, str]:
         """``tryon <args>`` in a process of its own, as the scheduler or an operator starts it:
-        (ms, stdout)."""
+        (ms, stdout, stderr)."""
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "entrypoints.cli", *args],
@@ -181,7 +181,7 @@ class Side:
             raise BenchFailed(
                 f"{self.label}: tryon {' '.join(args)} exited {done.returncode}: {done.stderr[-500:]}"
             )
-        return elapsed, done.stdout
+        return elapsed, done.stdout, done.stderr
 
 
 Samples = dict[str, list[float]]
@@ -204,12 +204,13 @@ Figures = dict[str, dict[str, float]]
 """Row name -> side -> ms."""
 
 
-def sweep_ms(summary: str) -> float:
-    """The sweep's own time, as ``tryon sweep`` prints it at the end of its line ("... in 12 ms"): what the
-    worker's periodic job spends, without the process start-up the command line adds."""
-    found = re.search(r" in (\d+) ms$", summary.strip())
+def own_ms(line: str) -> float:
+    """A command's own time, as ``tryon sweep`` and ``tryon audit export`` print it at the end of their
+    line ("... in 12 ms"): the work, without the process start-up the command line adds (the worker runs the
+    sweep in-process)."""
+    found = re.search(r" in (\d+) ms$", line.strip())
     if found is None:
-        raise BenchFailed(f"tryon sweep printed no time: {summary.strip()!r}")
+        raise BenchFailed(f"tryon printed no time: {line.strip()!r}")
     return float(found.group(1))
 
 
@@ -257,25 +258,30 @@ def measure(sides: Sequence[Side], options: Options) -> Figures:
     own: Samples = {side.label: [] for side in sides}
 
     def sweep(side: Side, index: int) -> float:
-        elapsed, summary = side.cli("sweep")
+        elapsed, summary, _ = side.cli("sweep")
         if index == 0 or not summary.startswith(NOTHING_SWEPT):
             progress(f"  {side.label}, {'warm-up' if index == 0 else 'timed'} {summary.strip()}")
         if index > 0:
-            own[side.label].append(sweep_ms(summary))
+            own[side.label].append(own_ms(summary))
         return elapsed
 
     progress(f"tryon sweep on each: once to warm up, then {CLI_REPEATS} timed (each a process) ...")
     figures["sweep, nothing to delete"] = _each(turn_about(sides, CLI_REPEATS, 1, sweep), statistics.median)
     figures["  of which the sweep itself"] = _each(own, statistics.median)
 
+    exporting: Samples = {side.label: [] for side in sides}
+
     def export(side: Side, index: int) -> float:
-        elapsed, exported = side.cli("audit", "export", "--user", owner)
+        elapsed, exported, said = side.cli("audit", "export", "--user", owner)
         if index == 0:
             progress(f"  {side.label}: {len(exported.splitlines())} events exported")
+        else:
+            exporting[side.label].append(own_ms(said))
         return elapsed
 
     progress(f"tryon audit export --user {owner} on each: once to warm up, then {CLI_REPEATS} timed ...")
     figures["audit export, one user"] = _each(turn_about(sides, CLI_REPEATS, 1, export), statistics.median)
+    figures["  of which the export itself"] = _each(exporting, statistics.median)
 
     def erase(side: Side, k: int) -> float:
         return side.http("DELETE", "/v1/me/data", 202, side.token(bench_user(k)))
@@ -353,6 +359,7 @@ TARGETS = (
     Target("sweep, nothing to delete", 2.0, relative=True),
     Target("  of which the sweep itself", 2.0, relative=True),
     Target("audit export, one user", 1.5, relative=True),
+    Target("  of which the export itself", 1.5, relative=True),
     Target("erasure DELETE /v1/me/data", 1.5, relative=True),
 )
 

@@ -73,11 +73,16 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
     from entrypoints.audit_export import ExportError, export_audit
     from entrypoints.bootstrap import audit_trail
 
+    started = time.perf_counter()
     try:
-        export_audit(audit_trail(settings), sys.stdout, since=args.since, user=args.user, until=args.until)
+        printed = export_audit(
+            audit_trail(settings), sys.stdout, since=args.since, user=args.user, until=args.until
+        )
     except ExportError as error:
         print(f"tryon: {error}", file=sys.stderr)
         return 2
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    print(f"audit export: {printed} event(s) in {elapsed_ms:.0f} ms", file=sys.stderr)  # stdout is the data
     return 0
 
 

@@ -175,6 +175,7 @@ def test_sweep_prints_its_counts_and_audit_export_prints_json_lines_per_user(env
         "reason": None,
         "subject_id": "u1",
     }
+    assert re.fullmatch(r"audit export: 1 event\(s\) in \d+ ms\n", alice.stderr), alice.stderr  # not stdout
     assert [json.loads(line)["actor_id"] for line in later.stdout.splitlines()] == ["bob"]
     assert [json.loads(line)["actor_id"] for line in earlier.stdout.splitlines()] == ["alice"]
     assert pruned.returncode == 0, pruned.stderr

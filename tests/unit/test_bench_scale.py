@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from bench.scale import EMPTY, SEEDED, TARGETS, BenchFailed, Side, sweep_ms, table, turn_about
+from bench.scale import EMPTY, SEEDED, TARGETS, BenchFailed, Side, own_ms, table, turn_about
 
 
 def _side(label: str) -> Side:
@@ -60,7 +60,8 @@ def test_metrics_is_judged_on_its_own_milliseconds_and_the_sweep_on_its_ratio() 
     assert missed["issuance p50"] == "PASS"
 
 
-def test_the_sweeps_own_time_is_read_from_the_end_of_its_line() -> None:
-    assert sweep_ms("sweep: purged 0 upload(s)' objects, ...; created 0 in 37 ms\n") == 37.0
+def test_a_commands_own_time_is_read_from_the_end_of_its_line() -> None:
+    assert own_ms("sweep: purged 0 upload(s)' objects, ...; created 0 in 37 ms\n") == 37.0
+    assert own_ms("audit export: 200 event(s) in 12 ms\n") == 12.0
     with pytest.raises(BenchFailed, match="printed no time"):
-        sweep_ms("sweep: purged 0 upload(s)' objects")
+        own_ms("sweep: purged 0 upload(s)' objects")
