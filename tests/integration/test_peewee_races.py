@@ -4,6 +4,7 @@ threads, and the interleaving forced (one side pauses inside its transaction unt
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -257,6 +258,31 @@ def test_an_expiry_that_waits_for_an_unfavourites_new_deadline_does_not_mark_the
     assert upload.source_expires_at == DUE + timedelta(hours=1)
 
 
+def user_data_on(
+    database: peewee.Database,
+    storage: FakeUploadStorage,
+    clock: FixedClock,
+    results: Callable[[peewee.Database], PeeweeResultRepository] | None = None,
+) -> UserData:
+    """``UserData`` on a connection of its own, its results repository made by ``results`` if given."""
+
+    def unit_of_work() -> PeeweeUnitOfWork:
+        uow = PeeweeUnitOfWork(database)
+        if results is not None:
+            uow.results = results(database)
+        return uow
+
+    return UserData(
+        uploads=storage,
+        results=FakeResultStorage(),
+        queue=FakeTryOnQueue(),
+        changes=FakeChangeBoard(),
+        unit_of_work=unit_of_work,
+        clock=clock,
+        source_retention_seconds=3600,
+    )
+
+
 class MeetingResults(PeeweeResultRepository):
     """Both unfavourites meet once each has turned its own favourite off, uncommitted: each then reads the
     other's as still set (READ COMMITTED), the interleaving that left the selfie kept forever."""
@@ -286,20 +312,7 @@ def test_two_unfavourites_of_the_last_two_favourites_at_once_always_free_the_sel
     storage = FakeUploadStorage()
 
     def user_data(database: peewee.Database) -> UserData:
-        def unit_of_work() -> PeeweeUnitOfWork:
-            uow = PeeweeUnitOfWork(database)
-            uow.results = MeetingResults(database, meet)
-            return uow
-
-        return UserData(
-            uploads=storage,
-            results=FakeResultStorage(),
-            queue=FakeTryOnQueue(),
-            changes=FakeChangeBoard(),
-            unit_of_work=unit_of_work,
-            clock=clock,
-            source_retention_seconds=3600,
-        )
+        return user_data_on(database, storage, clock, lambda db: MeetingResults(db, meet))
 
     first, second = user_data(backend.open()), user_data(backend.open())
     expiry_db = backend.open()
@@ -362,24 +375,9 @@ def test_a_favourite_committed_while_the_last_unfavourite_is_under_way_keeps_its
     storage = FakeUploadStorage()
     inside, go_on = threading.Event(), threading.Event()
 
-    def user_data(database: peewee.Database, pausing: bool) -> UserData:
-        def unit_of_work() -> PeeweeUnitOfWork:
-            uow = PeeweeUnitOfWork(database)
-            if pausing:
-                uow.results = PausingResults(database, inside, go_on)
-            return uow
-
-        return UserData(
-            uploads=storage,
-            results=FakeResultStorage(),
-            queue=FakeTryOnQueue(),
-            changes=FakeChangeBoard(),
-            unit_of_work=unit_of_work,
-            clock=FixedClock(DUE),
-            source_retention_seconds=3600,
-        )
-
-    unfavouring, favouring = user_data(backend.open(), True), user_data(backend.open(), False)
+    clock = FixedClock(DUE)
+    unfavouring = user_data_on(backend.open(), storage, clock, lambda db: PausingResults(db, inside, go_on))
+    favouring = user_data_on(backend.open(), storage, clock)
     with ThreadPoolExecutor(1) as pool:
         unfavourite = pool.submit(unfavouring.favorite, "user_1", "r1", False)
         assert inside.wait(WAIT)  # r1's flag off, uncommitted; it saw r2 not a favourite
