@@ -162,9 +162,12 @@ WHERE favorite OR completed_at > %(now)s - interval '29 days'
 # A selfie whose try-on is still running, or one of whose results is a favourite, is kept: verified, its PUT
 # object purged 20 minutes after upload, its deadline an hour after its last try-on (long past, for the
 # favourites: retention starts again only when a favourite goes). One a favourite holds is marked
-# ``source_kept``, as the expiry that ran at its deadline left it (``UploadRepository.keep_if_held``).
+# ``source_kept``, as the expiry that ran at its deadline left it (``UploadRepository.keep_if_held``), and
+# stamped then (``source_kept_at``): long unconfirmed, so each sweep re-checks a full batch of them, as a
+# deployment's first passes after migration 9 do (the backfill's marks are never confirmed).
 _KEPT = """
 UPDATE uploads u SET status = 'verified', source_expires_at = k.deadline, source_kept = k.favourite,
+    source_kept_at = CASE WHEN k.favourite THEN k.deadline END,
     updated_at = least(u.created_at + interval '20 minutes', %(now)s - interval '1 minute'),
     purged_at = least(u.created_at + interval '20 minutes', %(now)s - interval '1 minute')
 FROM (

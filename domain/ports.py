@@ -150,6 +150,13 @@ class UploadRepository(Protocol):
         ``set_deadline`` clears the mark); True when this marked it."""
         ...
 
+    def recheck_kept(self, confirmed_before: datetime, now: datetime, limit: int) -> list[str]:
+        """Look again at the verified selfies marked ``source_kept`` whose mark was last set or confirmed
+        before ``confirmed_before``, at most ``limit`` of them, longest unconfirmed first: clear each mark no
+        favourite justifies any more (``overdue_sources`` then lists the selfie once it is due, and its
+        expiry decides), confirm the others at ``now``. The uploads whose marks it cleared."""
+        ...
+
     def for_user(self, user_id: str) -> list[Upload]: ...
 
     def delete(self, upload_id: str) -> None:

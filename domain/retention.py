@@ -57,7 +57,8 @@ class SourceExpiry:
         Run before its deadline (the deadline moved since this was scheduled), it schedules itself again
         for the new one. Kept for a try-on or a favourite, it waits: settling the try-on or an unfavourite
         schedules it anew. Kept for a favourite, it is also marked kept (``keep_if_held``), so the sweep
-        stops listing it; the unfavourite's new deadline clears the mark."""
+        stops listing it; the unfavourite's new deadline clears the mark (and the sweep's re-check one no
+        favourite justifies any more)."""
         now = self._clock.now()
         current: Upload | None = None
         with self._unit_of_work() as uow:

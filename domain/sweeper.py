@@ -1,5 +1,9 @@
 """The cleanup sweep: what retention says must be gone, gone — batched, idempotent, safe to run twice.
 
+A selfie a favourite keeps is marked kept and not listed; each pass also re-checks the few marks confirmed
+longest ago (at most a batch, each at most once per ``kept_recheck_seconds``), so a mark no favourite
+justifies any more (left by migration 9's backfill under the old code, say) cannot keep a selfie forever.
+
 Each item is claimed with a lease before anything is deleted; objects go first, rows after, so a
 sweep that dies in between is simply finished by the next one (deleting a missing object is fine).
 """
@@ -30,6 +34,9 @@ class SweepPolicy:
     """How long after an upload last changed (or its URL died) the sweep may purge its objects."""
     batch_size: int = 200
     lease_seconds: int = 300
+    kept_recheck_seconds: int = 86400
+    """How long a selfie's kept mark stands before a sweep looks again whether a favourite still justifies
+    it (each pass re-checks at most ``batch_size`` of them, the longest unconfirmed first)."""
 
 
 @dataclass
@@ -39,6 +46,7 @@ class SweepCounts:
     sources_deleted: int = 0
     results_deleted: int = 0
     skipped: int = 0
+    kept_marks_cleared: int = 0
     audit_partitions_created: int = 0
     audit_partitions_dropped: int = 0
     audit_events_dropped: int = 0
@@ -47,7 +55,8 @@ class SweepCounts:
         return (
             f"purged {self.objects_purged} upload(s)' objects, expired {self.intents_expired} unfinished"
             f" upload(s), deleted {self.sources_deleted} source selfie(s) and {self.results_deleted}"
-            f" result(s); {self.skipped} held by another sweep; dropped {self.audit_partitions_dropped}"
+            f" result(s); {self.skipped} held by another sweep; cleared {self.kept_marks_cleared} kept"
+            f" mark(s) no favourite justifies; dropped {self.audit_partitions_dropped}"
             f" audit partition(s) ({self.audit_events_dropped} event(s)), created"
             f" {self.audit_partitions_created}"
         )
@@ -80,6 +89,10 @@ class Sweeper:
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._policy.lease_seconds)
         limit = self._policy.batch_size
+        with self._unit_of_work() as uow:  # first: a selfie whose stale mark goes is listed overdue below
+            confirmed_before = now - timedelta(seconds=self._policy.kept_recheck_seconds)
+            counts.kept_marks_cleared = len(uow.uploads.recheck_kept(confirmed_before, now, limit))
+            uow.commit()
         with self._unit_of_work() as uow:
             to_purge = uow.uploads.to_purge(
                 now - timedelta(seconds=self._policy.settle_margin_seconds), limit

@@ -66,7 +66,15 @@ class UserData:
         The S3 hold (the tag the lifecycle backstop honours) is released only when no other favourite of
         the selfie is left in this unit of work's view: releasing it while one remains would let the
         backstop delete a favourite's selfie. In that same race neither may release it; the tag then only
-        outlives the row's hold, and the expiry at the new deadline deletes the object outright anyway."""
+        outlives the row's hold, and the expiry at the new deadline deletes the object outright anyway.
+
+        A favourite set at the same moment as the last one goes is invisible to the unfavourite's unit of
+        work until it commits, so the release may land after the new favourite's hold. Each side therefore
+        writes and then reads the other's state: the unfavourite releases, then reads the favourites afresh
+        and holds again if one is set; the favourite holds before its flag flips and once more after it is
+        committed. Whichever tag write is last, the object ends held while a committed favourite keeps it:
+        the favourite's second hold comes after its commit, and a release after that second hold is followed
+        by a read that sees the commit."""
         now = self._clock.now()
         with self._unit_of_work() as uow:
             result = uow.results.get(result_id)
@@ -92,10 +100,18 @@ class UserData:
             if upload_id and not favorite:
                 new_deadline = restart_retention(uow, upload_id, now, self._source_retention_seconds)
             uow.commit()
+        if favorite and source is not None:  # again after the commit: a release racing the first is undone
+            self._uploads.hold_source(source, True)
         if upload_id is not None and new_deadline is not None:
             if source is not None and not others:  # after the flag: until then the row holds it anyway
                 self._uploads.hold_source(source, False)
+                if self._favourite_of(upload_id):  # one set meanwhile: its hold may predate this release
+                    self._uploads.hold_source(source, True)
             self._queue.expire_upload_at(upload_id, new_deadline)
+
+    def _favourite_of(self, upload_id: str) -> bool:
+        with self._unit_of_work() as uow:
+            return any(r.favorite for r in uow.results.for_upload(upload_id))
 
     def _source_key(self, upload_id: str) -> str | None:
         with self._unit_of_work() as uow:

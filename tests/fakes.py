@@ -99,6 +99,8 @@ class FakeStore:
     sweep_leases: dict[str, datetime] = field(default_factory=dict)
     usage: dict[str, tuple[str, int]] = field(default_factory=dict)
     fal_requests: dict[str, str] = field(default_factory=dict)
+    kept_at: dict[str, datetime] = field(default_factory=dict)
+    """When each upload's ``source_kept`` was last set or confirmed (absent: by the backfill, never)."""
     fail_commit: bool = False
 
 
@@ -201,7 +203,22 @@ class FakeUploadRepository(UploadRepository):
         if upload.source_kept or not self._favourite(upload_id):
             return False
         self.pending[upload_id] = replace(upload, source_kept=True)  # a mark: the version stays
+        self._store.kept_at[upload_id] = now
         return True
+
+    def recheck_kept(self, confirmed_before: datetime, now: datetime, limit: int) -> list[str]:
+        never = datetime.min.replace(tzinfo=UTC)
+        kept = [u for u in self._committed.values() if u.status is UploadStatus.VERIFIED and u.source_kept]
+        due = [u for u in kept if self._store.kept_at.get(u.upload_id, never) < confirmed_before]
+        due.sort(key=lambda u: self._store.kept_at.get(u.upload_id, never))
+        cleared: list[str] = []
+        for upload in due[:limit]:
+            if self._favourite(upload.upload_id):
+                self._store.kept_at[upload.upload_id] = now
+            else:
+                self.pending[upload.upload_id] = replace(upload, source_kept=False)  # the version stays
+                cleared.append(upload.upload_id)
+        return cleared
 
     def for_user(self, user_id: str) -> list[Upload]:
         ids = {*self._committed, *self.pending} - self.deleted

@@ -80,6 +80,8 @@ class UploadRow(BaseRow):
     version = peewee.IntegerField(default=0)
     verification_attempts = peewee.IntegerField(default=0)
     source_kept = peewee.BooleanField(default=False)
+    source_kept_at = UtcDateTimeField(null=True)
+    """When ``source_kept`` was last set or confirmed (``PeeweeUploadRepository.recheck_kept``)."""
 
     class Meta:
         table_name = "uploads"

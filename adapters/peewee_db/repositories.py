@@ -153,8 +153,44 @@ class PeeweeUploadRepository(UploadRepository):
             & _favourite(upload_id)
         )
         with unavailable_on_failure("keeping a selfie"), bound_to(self._db):
-            changed = UploadRow.update(source_kept=True).where(held).execute(self._db)
+            changed = UploadRow.update(source_kept=True, source_kept_at=now).where(held).execute(self._db)
         return bool(changed == 1)
+
+    def recheck_kept(self, confirmed_before: datetime, now: datetime, limit: int) -> list[str]:
+        """Reads ``uploads_kept_sources`` (verified selfies marked kept), in its order, probing each one's
+        favourites; the WHERE says the index's predicate as it is written. Each stale mark is cleared by a
+        conditional UPDATE of its own that looks at the favourites again (a favourite committed since the
+        read keeps the mark; clearing one wrongly would only make the expiry look and mark it again)."""
+        kept = (
+            (UploadRow.status == UploadStatus.VERIFIED.value)
+            & UploadRow.source_kept
+            & (UploadRow.source_kept_at < confirmed_before)
+        )
+        with unavailable_on_failure("re-checking kept selfies"), bound_to(self._db):
+            query = (
+                UploadRow.select(UploadRow.upload_id, _favourite(UploadRow.upload_id).alias("justified"))
+                .where(kept)
+                .order_by(UploadRow.source_kept_at)
+                .limit(limit)
+            )
+            rows = [(row.upload_id, bool(row.justified)) for row in query.execute(self._db)]
+            cleared: list[str] = []
+            for upload_id, justified in rows:
+                if justified:
+                    continue
+                stale = (
+                    (UploadRow.upload_id == upload_id)
+                    & (UploadRow.status == UploadStatus.VERIFIED.value)
+                    & UploadRow.source_kept
+                    & ~_favourite(upload_id)
+                )
+                if UploadRow.update(source_kept=False).where(stale).execute(self._db) == 1:
+                    cleared.append(upload_id)
+            confirmed = [upload_id for upload_id, justified in rows if justified]
+            if confirmed:
+                still = UploadRow.upload_id.in_(confirmed) & UploadRow.source_kept
+                UploadRow.update(source_kept_at=now).where(still).execute(self._db)
+        return cleared
 
     def for_user(self, user_id: str) -> list[Upload]:
         with unavailable_on_failure("reading uploads"), bound_to(self._db):

@@ -209,6 +209,10 @@ exactly this (``TryOnStatus`` minus ``TERMINAL``, spelled as ``IN``, never as ``
 
 
 OVERDUE_SOURCES = "status = 'verified' AND NOT source_kept"
+KEPT_SOURCES = "status = 'verified' AND source_kept"
+NEVER_CONFIRMED = "'1970-01-01 00:00:00+00:00'"
+"""``source_kept_at`` of a mark migration 9 set: no expiry confirmed it, so the sweep's re-check reads it
+first (the literal sorts before every instant on SQLite and parses as one on Postgres)."""
 """The predicate of ``uploads_overdue_sources``: verified selfies no favourite is known to hold. The overdue
 query says exactly this (``status = ? AND NOT source_kept``: SQLite matches a bound status to the index's
 literal) for SQLite and Postgres to use the index."""
@@ -228,10 +232,18 @@ def _index_live_work(db: peewee.Database) -> None:
     exclusively until this transaction commits, so an unfavourite under way waits to write its new deadline
     and then clears the mark.
 
+    A mark the backfill set can go stale: the code still serving during the release knows no ``source_kept``,
+    so its unfavourite moves the deadline and leaves the mark, and if that expiry's job is then lost, the
+    sweep would never list the selfie again. ``source_kept_at`` says when a mark was last set or confirmed
+    (the backfill's: ``NEVER_CONFIRMED``), and ``uploads_kept_sources`` (``KEPT_SOURCES``) lets each sweep
+    re-check the few marks confirmed longest ago (``UploadRepository.recheck_kept``): a mark no favourite
+    justifies is cleared, the selfie is listed as overdue again and its expiry deletes it.
+
     Plain ``CREATE INDEX`` inside the release migration: on Postgres it holds a SHARE lock on each table
     (writes wait; reads go on) while it builds; the partial indexes are small, but building them still reads
     the whole table once (a few seconds at 400,000 uploads). The ``ALTER TABLE`` comes last: its ACCESS
     EXCLUSIVE lock (reads of uploads wait too) is held only for the backfill and the one index after it."""
+    timestamp = "TIMESTAMPTZ" if is_postgres(db) else "DATETIME"
     for statement in (
         "CREATE INDEX uploads_unpurged_created_at ON uploads (created_at) WHERE purged_at IS NULL",
         "CREATE INDEX uploads_verifying_updated_at ON uploads (updated_at) WHERE status = 'verifying'",
@@ -242,10 +254,13 @@ def _index_live_work(db: peewee.Database) -> None:
         "DROP INDEX tryon_results_created_at",
         # Last: from here to the commit uploads is locked exclusively (reads of it wait too).
         "ALTER TABLE uploads ADD COLUMN source_kept BOOLEAN NOT NULL DEFAULT FALSE",
-        """UPDATE uploads SET source_kept = TRUE WHERE status = 'verified' AND EXISTS (
+        f"ALTER TABLE uploads ADD COLUMN source_kept_at {timestamp}",
+        f"""UPDATE uploads SET source_kept = TRUE, source_kept_at = {NEVER_CONFIRMED}
+            WHERE status = 'verified' AND EXISTS (
             SELECT 1 FROM tryon_results JOIN tryons ON tryons.tryon_id = tryon_results.tryon_id
-            WHERE tryons.upload_id = uploads.upload_id AND tryon_results.favorite)""",
+            WHERE tryons.upload_id = uploads.upload_id AND tryon_results.favorite)""",  # noqa: S608 - a constant
         f"CREATE INDEX uploads_overdue_sources ON uploads (source_expires_at) WHERE {OVERDUE_SOURCES}",
+        f"CREATE INDEX uploads_kept_sources ON uploads (source_kept_at) WHERE {KEPT_SOURCES}",
         "DROP INDEX uploads_status_expires_at",
         "DROP INDEX uploads_status_source_expires_at",
     ):

@@ -67,6 +67,9 @@ PERIODIC = [
              ["dead_1", "dead_2", "dead_3", "deleted_1"]),
     Periodic("sweep: overdue selfies", lambda db: PeeweeUploadRepository(db).overdue_sources(NOW, 200),
              "uploads", "uploads_overdue_sources", ["overdue_2", "overdue_1"]),
+    Periodic("sweep: kept marks to re-check",
+             lambda db: PeeweeUploadRepository(db).recheck_kept(NOW - timedelta(days=1), NOW, 200),
+             "uploads", "uploads_kept_sources", ["stale_kept"]),
     Periodic("sweep: expired results", _expired_results, "tryon_results", "tryon_results_unkept_created_at",
              ["due_r1", "due_r2", "due_r3"]),
     Periodic("reconciler: overdue try-ons",
@@ -104,11 +107,26 @@ def _seed(backend: Backend) -> peewee.Database:
         for statement in [*history_sql(is_postgres(db), HISTORY), *kept_sql(is_postgres(db), KEPT)]:
             execute_sql(db, statement)
         _add_due_and_live_rows(db)
+        # Its expiry ran a month ago: due for a re-check, still justified (confirmed, not cleared).
         execute_sql(
-            db, "UPDATE uploads SET source_kept = TRUE WHERE upload_id = 'held_fav'"
-        )  # its expiry ran
+            db,
+            f"UPDATE uploads SET source_kept = TRUE, source_kept_at = {db.param} WHERE upload_id = 'held_fav'",  # noqa: E501
+            (NOW - timedelta(days=30),),
+        )
+        _add_stale_mark(db)
     execute_sql(db, "ANALYZE")
     return db
+
+
+def _add_stale_mark(db: peewee.Database) -> None:
+    """A mark migration 9's backfill set and the old code's unfavourite left (its new deadline ahead, so it
+    is not overdue until the re-check clears the mark): due for a re-check, no favourite justifies it."""
+    columns = f"{UPLOAD_COLUMNS}, stored_key, source_kept, source_kept_at"
+    at = NOW - timedelta(minutes=90)
+    never = datetime(1970, 1, 1, tzinfo=UTC)  # as the backfill writes it
+    row = ("stale_kept", "user_1", "uploads/user_1/stale_kept", "image/jpeg", 1, "verified", at, at, at,
+           NOW + timedelta(days=1), at, "sources/user_1/stale_kept", True, never)  # fmt: skip
+    _insert(db, "uploads", columns, row)
 
 
 def _series(postgres: bool, rows: int) -> tuple[str, str, str]:
@@ -146,9 +164,11 @@ def history_sql(postgres: bool, rows: int) -> list[str]:
 
 def kept_sql(postgres: bool, rows: int, *, marked: bool = True) -> list[str]:
     """Selfies kept by a favourite: verified, deadline long past, a settled try-on whose result is a
-    favourite; ``marked``: with ``source_kept`` set (False: as a database at version 8 holds them)."""
+    favourite; ``marked``: with ``source_kept`` set, confirmed an hour ago (False: as a database at version
+    8 holds them)."""
     numbers, source, at = _series(postgres, rows)
-    kept = (", source_kept", ", TRUE") if marked else ("", "")
+    confirmed = "'2026-06-01 11:00:00+00:00'"  # NOW less an hour, as SQLite and Postgres both read it
+    kept = (", source_kept, source_kept_at", f", TRUE, {confirmed}") if marked else ("", "")
     return [
         f"""{numbers}INSERT INTO uploads (upload_id, user_id, object_key, content_type, content_length,
             status, created_at, expires_at, updated_at, source_expires_at, purged_at, stored_key{kept[0]})
@@ -245,8 +265,10 @@ def captured(db: peewee.Database, run: Callable[[peewee.Database], list[str]]) -
         answer = run(db)
     finally:
         del db.execute_sql
-    assert len(sent) == 1, sent
-    return answer, *sent[0]
+    selects = [(sql, params) for sql, params in sent if sql.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1, sent  # and any writes: a conditional UPDATE of a row it read, by primary key
+    assert all(sql.lstrip().upper().startswith("UPDATE") for sql, _ in sent if (sql, _) not in selects), sent
+    return answer, *selects[0]
 
 
 @pytest.mark.parametrize("periodic", PERIODIC, ids=lambda periodic: periodic.name)
@@ -315,6 +337,7 @@ def test_the_unsettled_predicate_of_the_indexes_names_exactly_the_unsettled_stat
 
 MIGRATION_9_INDEXES = {
     "uploads_overdue_sources",
+    "uploads_kept_sources",
     "uploads_unpurged_created_at",
     "uploads_verifying_updated_at",
     "tryon_results_unkept_created_at",
@@ -348,10 +371,21 @@ def test_migration_9_indexes_a_database_at_version_8_that_holds_rows(backend: Ba
     assert before >= DROPPED_BY_9
     assert not MIGRATION_9_INDEXES & before
     assert after == (before - DROPPED_BY_9) | MIGRATION_9_INDEXES
-    for periodic in PERIODIC:
-        assert periodic.run(database) == periodic.due, periodic.name
+    backfilled = [*sorted(f"favkept_{i}" for i in range(1, 6)), "held_fav"]
+    assert unconfirmed_marks(database) == backfilled  # no expiry confirmed them: the first to re-check
+    for periodic in PERIODIC:  # no stale mark here: the backfill marked only what a favourite keeps
+        due = [] if periodic.index == "uploads_kept_sources" else periodic.due
+        assert periodic.run(database) == due, periodic.name
     kept = execute_sql(database, "SELECT upload_id FROM uploads WHERE source_kept ORDER BY upload_id")
-    assert [row[0] for row in kept.fetchall()] == [*sorted(f"favkept_{i}" for i in range(1, 6)), "held_fav"]
+    assert [row[0] for row in kept.fetchall()] == backfilled
+    assert unconfirmed_marks(database) == []  # all confirmed by that re-check
+
+
+def unconfirmed_marks(db: peewee.Database) -> list[str]:
+    sql = (
+        f"SELECT upload_id FROM uploads WHERE source_kept AND source_kept_at < {db.param} ORDER BY upload_id"
+    )
+    return [row[0] for row in execute_sql(db, sql, (NOW - timedelta(days=1),)).fetchall()]
 
 
 def index_names(db: peewee.Database) -> set[str]:

@@ -4,17 +4,20 @@ threads, and the interleaving forced (one side pauses inside its transaction unt
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import peewee
 import pytest
 
 from adapters.peewee_db import PeeweeResultRepository, PeeweeUnitOfWork, PeeweeUploadRepository
+from adapters.peewee_db.database import execute_sql
 from domain.errors import LimitExceeded
 from domain.model import StoredImage, TryOn, TryOnResult, TryOnStatus, UploadStatus
 from domain.retention import SourceExpiry
+from domain.sweeper import Sweeper, SweepPolicy
 from domain.tryons import TryOnDesk, TryOnLimits, TryOnOrder
 from domain.user_data import UserData
 from tests.builders.databases import T0, Backend, an_intent
@@ -255,6 +258,31 @@ def test_an_expiry_that_waits_for_an_unfavourites_new_deadline_does_not_mark_the
     assert upload.source_expires_at == DUE + timedelta(hours=1)
 
 
+def user_data_on(
+    database: peewee.Database,
+    storage: FakeUploadStorage,
+    clock: FixedClock,
+    results: Callable[[peewee.Database], PeeweeResultRepository] | None = None,
+) -> UserData:
+    """``UserData`` on a connection of its own, its results repository made by ``results`` if given."""
+
+    def unit_of_work() -> PeeweeUnitOfWork:
+        uow = PeeweeUnitOfWork(database)
+        if results is not None:
+            uow.results = results(database)
+        return uow
+
+    return UserData(
+        uploads=storage,
+        results=FakeResultStorage(),
+        queue=FakeTryOnQueue(),
+        changes=FakeChangeBoard(),
+        unit_of_work=unit_of_work,
+        clock=clock,
+        source_retention_seconds=3600,
+    )
+
+
 class MeetingResults(PeeweeResultRepository):
     """Both unfavourites meet once each has turned its own favourite off, uncommitted: each then reads the
     other's as still set (READ COMMITTED), the interleaving that left the selfie kept forever."""
@@ -284,20 +312,7 @@ def test_two_unfavourites_of_the_last_two_favourites_at_once_always_free_the_sel
     storage = FakeUploadStorage()
 
     def user_data(database: peewee.Database) -> UserData:
-        def unit_of_work() -> PeeweeUnitOfWork:
-            uow = PeeweeUnitOfWork(database)
-            uow.results = MeetingResults(database, meet)
-            return uow
-
-        return UserData(
-            uploads=storage,
-            results=FakeResultStorage(),
-            queue=FakeTryOnQueue(),
-            changes=FakeChangeBoard(),
-            unit_of_work=unit_of_work,
-            clock=clock,
-            source_retention_seconds=3600,
-        )
+        return user_data_on(database, storage, clock, lambda db: MeetingResults(db, meet))
 
     first, second = user_data(backend.open()), user_data(backend.open())
     expiry_db = backend.open()
@@ -328,3 +343,124 @@ def test_two_unfavourites_of_the_last_two_favourites_at_once_always_free_the_sel
             assert expired.result(WAIT) is False, round_
             assert upload is not None and upload.status is UploadStatus.VERIFIED, round_
             assert (upload.source_kept, upload.source_expires_at) == (False, DUE + timedelta(hours=1)), round_
+
+
+class PausingResults(PeeweeResultRepository):
+    """Pauses the first unit of work that reads a selfie's results, just after the read, until told."""
+
+    def __init__(self, db: peewee.Database, inside: threading.Event, go_on: threading.Event) -> None:
+        super().__init__(db)
+        self._inside, self._go_on = inside, go_on
+
+    def for_upload(self, upload_id: str) -> list[TryOnResult]:
+        found = super().for_upload(upload_id)
+        if not self._inside.is_set():
+            self._inside.set()
+            assert self._go_on.wait(WAIT)
+        return found
+
+
+# Postgres only: SQLite runs units of work one at a time, so there is no interleaving to force.
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_favourite_committed_while_the_last_unfavourite_is_under_way_keeps_its_s3_hold(
+    backend: Backend, db
+) -> None:
+    """The unfavourite of r1 has read the selfie's results (r2 not a favourite) and pauses; r2 is favourited
+    whole meanwhile (held, flag, held again); then the unfavourite commits and releases the hold, after the
+    favourite's last hold. Before, the tag stayed off and the 2-day lifecycle rule could take the selfie."""
+    two_favourites(db)
+    with PeeweeUnitOfWork(db) as uow:
+        assert uow.results.set_favorite("r2", False, T0)
+        uow.commit()
+    storage = FakeUploadStorage()
+    inside, go_on = threading.Event(), threading.Event()
+
+    clock = FixedClock(DUE)
+    unfavouring = user_data_on(backend.open(), storage, clock, lambda db: PausingResults(db, inside, go_on))
+    favouring = user_data_on(backend.open(), storage, clock)
+    with ThreadPoolExecutor(1) as pool:
+        unfavourite = pool.submit(unfavouring.favorite, "user_1", "r1", False)
+        assert inside.wait(WAIT)  # r1's flag off, uncommitted; it saw r2 not a favourite
+        favouring.favorite("user_1", "r2", True)
+        assert storage.held == {"sources/user_1/up_1.jpg": True}
+        go_on.set()
+        unfavourite.result(WAIT)
+
+    results = PeeweeResultRepository(db)
+    assert [r.favorite for r in results.for_upload("up_1")] == [False, True]
+    assert storage.held == {"sources/user_1/up_1.jpg": True}
+
+
+def a_selfie_marked_kept(db: peewee.Database, n: int, *, stale: bool) -> None:
+    """``up_<n>`` verified, a settled try-on on it, its result a favourite, and the selfie marked kept at DUE
+    by its expiry. ``stale``: marked instead by migration 9's backfill while the old code served, whose
+    unfavourite then turned the favourite off and moved the deadline without knowing the mark (and that
+    expiry's job was lost)."""
+    upload_id = f"up_{n}"
+    stored = StoredImage(f"sources/user_1/{upload_id}.jpg", "image/jpeg", 900, 512, 512, "c2hh")
+    upload = an_intent(
+        upload_id, status=UploadStatus.VERIFIED, stored=stored, source_expires_at=T0 + timedelta(hours=1)
+    )
+    with PeeweeUnitOfWork(db) as uow:
+        uow.uploads.add(upload)
+        uow.tryons.add(
+            replace(TryOn(f"t{n}", "user_1", upload_id, "a bob", 1, "jpeg", T0), status=TryOnStatus.SUCCEEDED)
+        )
+        uow.results.add_if_absent(
+            TryOnResult(
+                f"r{n}", f"t{n}", "user_1", 0, f"processed/user_1/t{n}/0.jpg", "image/jpeg", 1, 1, 1, T0
+            )
+        )
+        assert uow.results.set_favorite(f"r{n}", True, T0)
+        uow.commit()
+    if not stale:
+        assert PeeweeUploadRepository(db).keep_if_held(upload_id, DUE)
+        return
+    never = datetime(1970, 1, 1, tzinfo=UTC)  # as the backfill writes it
+    backfill = (
+        f"UPDATE uploads SET source_kept = TRUE, source_kept_at = {db.param} WHERE upload_id = {db.param}"
+    )
+    execute_sql(db, backfill, (never, upload_id))
+    assert PeeweeResultRepository(db).set_favorite(f"r{n}", False, DUE)
+    old_deadline = f"UPDATE uploads SET source_expires_at = {db.param} WHERE upload_id = {db.param}"
+    execute_sql(db, old_deadline, (DUE + timedelta(hours=1), upload_id))
+
+
+def test_the_sweep_clears_kept_marks_no_favourite_justifies_a_batch_a_pass_and_the_selfies_then_expire(
+    db,
+) -> None:
+    for n in (1, 2, 3):
+        a_selfie_marked_kept(db, n, stale=True)
+    a_selfie_marked_kept(db, 4, stale=False)
+    clock = FixedClock(DUE + timedelta(days=2))
+    storage = FakeUploadStorage()
+    for n in (1, 2, 3, 4):
+        storage.put_new(f"sources/user_1/up_{n}.jpg", b"clean", "image/jpeg")
+
+    def unit_of_work() -> PeeweeUnitOfWork:
+        return PeeweeUnitOfWork(db)
+
+    expiry = SourceExpiry(storage=storage, unit_of_work=unit_of_work, clock=clock, changes=FakeChangeBoard())
+    sweeper = Sweeper(
+        policy=SweepPolicy(batch_size=2),
+        uploads=storage,
+        results=FakeResultStorage(),
+        expiry=expiry,
+        unit_of_work=unit_of_work,
+        clock=clock,
+    )
+    uploads = PeeweeUploadRepository(db)
+
+    passes = [sweeper.sweep() for _ in range(3)]
+
+    assert [(c.kept_marks_cleared, c.sources_deleted) for c in passes] == [(2, 2), (1, 1), (0, 0)]
+    statuses = {n: getattr(uploads.get(f"up_{n}"), "status", None) for n in (1, 2, 3, 4)}
+    assert statuses == {
+        1: UploadStatus.DELETED,
+        2: UploadStatus.DELETED,
+        3: UploadStatus.DELETED,
+        4: UploadStatus.VERIFIED,
+    }
+    kept = uploads.get("up_4")
+    assert kept is not None and kept.source_kept  # its favourite still justifies it: confirmed, kept
+    assert set(storage.objects) == {"sources/user_1/up_4.jpg"}

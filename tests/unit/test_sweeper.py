@@ -131,6 +131,69 @@ def test_a_selfie_a_try_on_keeps_is_not_marked_and_not_listed(world):
     assert world.store.uploads["up1"].source_kept is False
 
 
+def stale_mark(world: SweepWorld, upload_id: str) -> None:
+    """Migration 9's backfill marked the selfie kept while the old code still served: its unfavourite moved
+    the deadline but, knowing no ``source_kept``, left the mark, and that expiry's job was then lost."""
+    result = world.tried_on("alice", upload_id)
+    world.data.favorite("alice", result.result_id, True)
+    upload = world.store.uploads[upload_id]
+    world.store.uploads[upload_id] = replace(upload, source_kept=True)  # the backfill: never confirmed
+    world.store.results[result.result_id] = replace(world.store.results[result.result_id], favorite=False)
+    world.store.uploads[upload_id] = replace(
+        world.store.uploads[upload_id], source_expires_at=world.clock.now() + timedelta(hours=1)
+    )
+
+
+def test_a_kept_mark_no_favourite_justifies_is_cleared_and_the_selfie_expires_in_the_same_pass(world):
+    """Before, the sweep never listed the selfie again: kept forever."""
+    stale_mark(world, "up1")
+    world.clock.advance(3601)
+
+    counts = world.sweeper.sweep()
+
+    assert (counts.kept_marks_cleared, counts.sources_deleted) == (1, 1)
+    assert world.store.uploads["up1"].status is UploadStatus.DELETED
+    assert world.uploads.objects == {}
+    assert "cleared 1 kept mark(s)" in counts.summary()
+
+
+def test_a_justified_mark_is_confirmed_at_most_once_per_recheck_period_and_stays(world):
+    kept = world.tried_on("alice", "up1")
+    world.data.favorite("alice", kept.result_id, True)
+    world.clock.advance(3601)
+    assert world.expiry.expire("up1") is False
+    marked_at = world.clock.now()
+    assert world.store.kept_at == {"up1": marked_at}
+
+    world.clock.advance(3600)
+    assert world.sweeper.sweep().kept_marks_cleared == 0
+    assert world.store.kept_at == {"up1": marked_at}  # confirmed less than a day ago: not looked at
+
+    world.clock.advance(86400)
+    counts = world.sweeper.sweep()
+
+    assert (counts.kept_marks_cleared, counts.sources_deleted) == (0, 0)
+    assert world.store.kept_at == {"up1": world.clock.now()}
+    assert (world.store.uploads["up1"].status, world.store.uploads["up1"].source_kept) == (
+        UploadStatus.VERIFIED,
+        True,
+    )
+
+
+def test_a_pass_rechecks_at_most_a_batch_of_kept_marks(world):
+    for upload_id in ("up1", "up2", "up3"):
+        stale_mark(world, upload_id)
+    world.clock.advance(3601)
+    world.sweeper = world.new_sweeper(batch_size=2)
+
+    first = world.sweeper.sweep()
+    second = world.sweeper.sweep()
+
+    assert (first.kept_marks_cleared, second.kept_marks_cleared) == (2, 1)
+    assert (first.sources_deleted, second.sources_deleted) == (2, 1)
+    assert {u.status for u in world.store.uploads.values()} == {UploadStatus.DELETED}
+
+
 def test_results_past_retention_go_and_favourites_stay(world):
     kept = world.tried_on("alice", "up1")
     world.data.favorite("alice", kept.result_id, True)

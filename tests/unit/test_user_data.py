@@ -122,6 +122,75 @@ def test_two_unfavourites_of_the_last_two_favourites_at_once_still_restart_reten
     assert world.uploads.objects == {}
 
 
+SELFIE = "uploads/alice/up1.jpg"
+
+
+def one_favourite_one_not(world: DataWorld) -> tuple[TryOnResult, TryOnResult]:
+    first, second = two_favourites(world)
+    world.data.favorite("alice", second.result_id, False)
+    assert world.uploads.held == {SELFIE: True}
+    return first, second
+
+
+def test_a_favourite_whose_hold_an_unfavourite_releases_before_its_flag_flips_holds_the_selfie_again(
+    world, monkeypatch
+):
+    """The unfavourite of the last favourite runs whole between the new favourite's hold and its flag: it
+    sees no favourite left and releases the hold the new one had just set. Before, the tag stayed off and
+    the 2-day lifecycle rule could delete the selfie the new favourite keeps."""
+    first, second = one_favourite_one_not(world)
+    hold = world.uploads.hold_source
+    writes: list[bool] = []
+
+    def hold_then_race(object_key: str, held: bool) -> None:
+        hold(object_key, held)
+        writes.append(held)
+        if writes == [True]:  # the new favourite's hold, its flag not yet flipped
+            world.data.favorite("alice", first.result_id, False)
+
+    monkeypatch.setattr(world.uploads, "hold_source", hold_then_race)
+    world.data.favorite("alice", second.result_id, True)
+
+    assert writes == [True, False, True]  # held, released by the race, held again after the commit
+    assert [
+        r.favorite for r in (world.store.results[first.result_id], world.store.results[second.result_id])
+    ] == [
+        False,
+        True,
+    ]
+    assert world.uploads.held == {SELFIE: True}
+
+
+def test_an_unfavourite_that_missed_a_favourite_committed_meanwhile_holds_the_selfie_again(
+    world, monkeypatch
+):
+    """The unfavourite's unit of work read the results before the new favourite committed (READ COMMITTED),
+    so it releases the hold after the new favourite's last hold; reading the favourites afresh after the
+    release, it finds the new one and holds the selfie again. Before, the tag stayed off."""
+    first, second = one_favourite_one_not(world)
+    before = dict(world.store.results)
+    world.data.favorite("alice", second.result_id, True)  # commits whole, both its holds written
+    hold = world.uploads.hold_source
+    released: list[bool] = []
+
+    def hold_and_note(object_key: str, held: bool) -> None:
+        hold(object_key, held)
+        released.append(not held)
+
+    def racing_unit_of_work() -> FakeUnitOfWork:
+        uow = FakeUnitOfWork(world.store)
+        if not any(released):  # until its release, it sees the results as they were before the favourite
+            uow.results = SnapshotResults(world.store, before)
+        return uow
+
+    monkeypatch.setattr(world.uploads, "hold_source", hold_and_note)
+    world.user_data(racing_unit_of_work).favorite("alice", first.result_id, False)
+
+    assert released == [True, False]
+    assert world.store.results[second.result_id].favorite is True
+    assert world.uploads.held == {SELFIE: True}
+
+
 def test_only_the_owner_can_favourite(world):
     result = world.tried_on()
 
