@@ -163,11 +163,14 @@ WHERE favorite OR completed_at > %(now)s - interval '29 days'
 # object purged 20 minutes after upload, its deadline an hour after its last try-on (long past, for the
 # favourites: retention starts again only when a favourite goes). One a favourite holds is marked
 # ``source_kept``, as the expiry that ran at its deadline left it (``UploadRepository.keep_if_held``), and
-# stamped then (``source_kept_at``): long unconfirmed, so each sweep re-checks a full batch of them, as a
-# deployment's first passes after migration 9 do (the backfill's marks are never confirmed).
+# confirmed since as a running deployment's sweeps leave it (``source_kept_at``, re-stamped every
+# ``SweepPolicy.kept_recheck_seconds``, a week): the stamps spread over the last week and one sweep
+# interval, so a pass finds its steady-state share due for a re-check (17,000 kept / 1,009 passes a week:
+# ~17), as it will once the first week after migration 9 (whose backfilled marks are all due at once) is over.
 _KEPT = """
 UPDATE uploads u SET status = 'verified', source_expires_at = k.deadline, source_kept = k.favourite,
-    source_kept_at = CASE WHEN k.favourite THEN k.deadline END,
+    source_kept_at = CASE WHEN k.favourite THEN greatest(
+        k.deadline, %(now)s - (abs(hashtext(u.upload_id)) %% (7 * 86400 + 600)) * interval '1 second') END,
     updated_at = least(u.created_at + interval '20 minutes', %(now)s - interval '1 minute'),
     purged_at = least(u.created_at + interval '20 minutes', %(now)s - interval '1 minute')
 FROM (

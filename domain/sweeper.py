@@ -34,9 +34,12 @@ class SweepPolicy:
     """How long after an upload last changed (or its URL died) the sweep may purge its objects."""
     batch_size: int = 200
     lease_seconds: int = 300
-    kept_recheck_seconds: int = 86400
+    kept_recheck_seconds: int = 7 * 86400
     """How long a selfie's kept mark stands before a sweep looks again whether a favourite still justifies
-    it (each pass re-checks at most ``batch_size`` of them, the longest unconfirmed first)."""
+    it (each pass re-checks at most ``batch_size`` of them, the longest unconfirmed first). A week: a stale
+    mark only comes from a path that dropped a favourite without restarting retention (migration 9's backfill
+    under the old code); the object is not kept by it (releasing the favourite's hold tag hands it to the
+    bucket's lifecycle backstop), only the row waits; and each pass then re-checks 1/1,008 of the kept."""
 
 
 @dataclass

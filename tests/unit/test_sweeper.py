@@ -167,9 +167,9 @@ def test_a_justified_mark_is_confirmed_at_most_once_per_recheck_period_and_stays
 
     world.clock.advance(3600)
     assert world.sweeper.sweep().kept_marks_cleared == 0
-    assert world.store.kept_at == {"up1": marked_at}  # confirmed less than a day ago: not looked at
+    assert world.store.kept_at == {"up1": marked_at}  # confirmed within the re-check period: not looked at
 
-    world.clock.advance(86400)
+    world.clock.advance(SweepPolicy().kept_recheck_seconds)
     counts = world.sweeper.sweep()
 
     assert (counts.kept_marks_cleared, counts.sources_deleted) == (0, 0)
