@@ -24,6 +24,9 @@ SETTLED = "settled"
 verifier's other verdicts are the code of a retryable refusal (``upload_missing``) or of an outage
 (``storage_unavailable``, ...)."""
 
+ERASED = "erased"
+"""What is announced about a try-on (queued or running) whose user was erased: a waiting GET finds it gone."""
+
 T = TypeVar("T")
 
 

@@ -247,6 +247,10 @@ class TryOnRepository(Protocol):
 
     def unsettled_for_user(self, user_id: str) -> int: ...
 
+    def unsettled_ids_for_user(self, user_id: str) -> list[str]:
+        """The user's try-ons still queued or running: the ones a long poll may be waiting on."""
+        ...
+
     def delete_for_user(self, user_id: str) -> int: ...
 
     def due(self, before: datetime, limit: int) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from domain import audit
-from domain.changes import SETTLED, announce
+from domain.changes import ERASED, SETTLED, announce
 from domain.deletion import DeletedUploadPurge, ObjectsThenRows
 from domain.errors import NotFound
 from domain.model import UploadStatus
@@ -150,6 +150,7 @@ class UserData:
         with self._unit_of_work() as uow:
             uploads = [u for u in uow.uploads.for_user(user_id) if u.status is UploadStatus.DELETED]
             results = uow.results.for_user(user_id)
+            waited_on = uow.tryons.unsettled_ids_for_user(user_id)
 
         def rows(uow: UnitOfWork) -> int:
             for result in results:
@@ -166,6 +167,8 @@ class UserData:
         tryons = self._objects_then_rows.delete(rows, upload_keys=keys, results=results)
         for upload in uploads:  # a waiting GET finds it gone (404) at once
             announce(self._changes, Topic.UPLOAD, upload.upload_id, SETTLED)
+        for tryon_id in waited_on:  # the same for a try-on still under way (a settled one is not waited on)
+            announce(self._changes, Topic.TRYON, tryon_id, ERASED)
         counts = {"uploads": len(uploads), "results": len(results), "tryons": tryons}
         log.info("user data erased", extra={"user_id": user_id, **counts})
         return Erasure(len(uploads), len(results), tryons)

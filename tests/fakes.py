@@ -323,6 +323,13 @@ class FakeTryOnRepository(TryOnRepository):
             1 for t in self._store.tryons.values() if t.user_id == user_id and t.status not in TERMINAL
         )
 
+    def unsettled_ids_for_user(self, user_id: str) -> list[str]:
+        return sorted(
+            t.tryon_id
+            for t in self._store.tryons.values()
+            if t.user_id == user_id and t.status not in TERMINAL
+        )
+
     def delete_for_user(self, user_id: str) -> int:
         doomed = [t for t in self._store.tryons.values() if t.user_id == user_id]
         for tryon in doomed:

@@ -60,6 +60,12 @@ class PeeweeTryOnRepository(TryOnRepository):
             query = TryOnRow.select().where((TryOnRow.user_id == user_id) & TryOnRow.status.not_in(_SETTLED))
             return int(query.count(self._db))
 
+    def unsettled_ids_for_user(self, user_id: str) -> list[str]:
+        unsettled = (TryOnRow.user_id == user_id) & unsettled_tryon(TryOnRow.status)
+        with unavailable_on_failure("reading try-ons"), bound_to(self._db):
+            query = TryOnRow.select(TryOnRow.tryon_id).where(unsettled).order_by(TryOnRow.tryon_id)
+            return [row.tryon_id for row in query.execute(self._db)]
+
     def delete_for_user(self, user_id: str) -> int:
         with unavailable_on_failure("deleting try-ons"), bound_to(self._db):
             theirs = TryOnRow.select(TryOnRow.tryon_id).where(TryOnRow.user_id == user_id)

@@ -95,6 +95,8 @@ def test_settled_tryons_are_never_claimed_or_due(db: peewee.Database) -> None:
     repository.claim("t3", later, later + timedelta(seconds=60))
     assert repository.due(later, limit=10) == []
     assert repository.unsettled_for_upload("up_1") == 2
+    repository.add(a_tryon("t5", user_id="user_2", status=TryOnStatus.RUNNING))
+    assert repository.unsettled_ids_for_user("user_1") == ["t3", "t4"]  # what an erasure wakes
 
 
 def test_results_are_added_once_listed_in_order_favourited_and_deleted(db: peewee.Database) -> None:

@@ -134,6 +134,18 @@ def test_a_wait_that_runs_out_answers_the_unchanged_state(world):
     assert world.board.waited == [1]
 
 
+def test_a_waiting_tryon_whose_user_is_erased_answers_404_at_once(world):
+    tryon_id = world.queued_tryon()
+
+    def erase() -> None:
+        assert world.client.delete("/v1/me/data", headers=AUTH).status_code == 202
+
+    gone, took = world.get_while(f"/v1/tryons/{tryon_id}?wait=20", erase)
+
+    assert gone.status_code == 404
+    assert took < 5  # woken by the erasure, not by the 20 s
+
+
 def test_a_settled_tryon_answers_at_once_however_long_the_wait(world):
     tryon_id = world.queued_tryon()
     world.step()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -249,6 +250,21 @@ def test_a_deleted_erased_or_expired_upload_is_announced_to_its_waiting_requests
     world.clock.advance(3601)
     assert world.expiry.expire("up3")
     assert gone_announced(world)[3:] == [("up3", "settled")]
+
+
+def test_an_erasure_wakes_the_requests_waiting_on_its_unfinished_try_ons(world):
+    world.tried_on("alice", "up1")  # settled: nobody waits on it
+    world.tried_on("bob", "up2")
+    running = world.desk.order("alice", ORDER)
+    bobs = world.desk.order("bob", replace(ORDER, upload_id="up2"))
+    world.changes.announced.clear()
+
+    world.data.erase("alice")
+
+    assert [(key, message) for topic, key, message in world.changes.announced if topic is Topic.TRYON] == [
+        (running.tryon_id, "erased")
+    ]
+    assert bobs.tryon_id in world.store.tryons
 
 
 def test_with_the_board_down_a_deletion_still_completes(world):
