@@ -265,6 +265,8 @@ class TryOnStatus(enum.StrEnum):
 
 
 TERMINAL = (TryOnStatus.SUCCEEDED, TryOnStatus.FAILED)
+UNSETTLED = tuple(status for status in TryOnStatus if status not in TERMINAL)
+"""Queued or running: a try-on still under way (what the partial indexes, the gauges and long polls mean)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Gauges of shared state read at scrape time: only the unsettled try-ons, never a whole table.
 
-Both queries carry exactly the predicate ``status IN ('queued', 'running')``, the one of the partial index
-``tryons_unsettled_created_at`` (migration 9), so they read only the try-ons in flight, however many rows
-history holds: the oldest is an index-only read, the count touches the unsettled rows alone.
+Both queries carry exactly the predicate ``status IN ('queued', 'running')`` (``models.unsettled_tryon``),
+the one of the partial index ``tryons_unsettled_created_at`` (migration 9), so they read only the try-ons in
+flight, however many rows history holds: the oldest is an index-only read, the count touches the unsettled
+rows alone.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from typing import NamedTuple
 import peewee
 
 from adapters.peewee_db.database import unavailable_on_failure
-from adapters.peewee_db.models import TryOnRow, bound_to
-
-UNSETTLED = peewee.SQL("status IN ('queued', 'running')")
-"""Written out, not parameterised, so that both databases match it to the partial index's predicate."""
+from adapters.peewee_db.models import TryOnRow, bound_to, unsettled_tryon
 
 
 class Unsettled(NamedTuple):
@@ -28,14 +26,14 @@ def read_unsettled(db: peewee.Database) -> Unsettled:
     with unavailable_on_failure("reading unsettled try-ons"), bound_to(db):
         counts = (
             TryOnRow.select(TryOnRow.status, peewee.fn.COUNT(peewee.SQL("*")))
-            .where(UNSETTLED)
+            .where(unsettled_tryon(TryOnRow.status))
             .group_by(TryOnRow.status)
             .tuples()
             .execute(db)
         )
         oldest = (
             TryOnRow.select(TryOnRow.created_at)
-            .where(UNSETTLED)
+            .where(unsettled_tryon(TryOnRow.status))
             .order_by(TryOnRow.created_at)
             .limit(1)
             .execute(db)

@@ -8,10 +8,10 @@ from typing import Any
 import peewee
 
 from adapters.peewee_db.database import database_proxy
-from domain.model import TERMINAL, TryOnStatus
+from domain.model import TERMINAL, UNSETTLED
 
 SETTLED_TRYON_STATUSES = [status.value for status in TERMINAL]
-UNSETTLED_TRYON_STATUSES = [status.value for status in TryOnStatus if status not in TERMINAL]
+UNSETTLED_TRYON_STATUSES = [status.value for status in UNSETTLED]
 
 
 def unsettled_tryon(status: peewee.Field) -> peewee.Expression:

@@ -24,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from domain.errors import DependencyUnavailable
+from domain.model import UNSETTLED
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,8 @@ class SharedStateCollector(Collector):
 
     def _unsettled_gauges(self, by_status: Mapping[str, int], oldest: datetime | None) -> Iterator[Metric]:
         count = GaugeMetricFamily("tryon_tryons_unsettled", "Try-ons queued or running", labels=["status"])
-        for status in ("queued", "running"):
-            count.add_metric([status], by_status.get(status, 0))
+        for status in UNSETTLED:
+            count.add_metric([status.value], by_status.get(status.value, 0))
         yield count
         age = (self._now() - oldest).total_seconds() if oldest is not None else 0.0
         yield GaugeMetricFamily(
