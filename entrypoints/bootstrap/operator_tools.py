@@ -21,11 +21,10 @@ from adapters.s3_provisioning import (
 )
 from adapters.s3_storage import make_s3_client
 from adapters.system import SystemClock
-from domain.audit_retention import AuditRetainer, AuditRetentionPolicy
 from domain.model import AuditEvent
 from domain.ports import AuditRetentionReport
 from domain.scrubbing import Scrubber
-from entrypoints.bootstrap.services import scrubber_for
+from entrypoints.bootstrap.services import audit_retainer, scrubber_for
 from entrypoints.settings import Settings
 
 
@@ -101,12 +100,7 @@ def audit_pruner(settings: Settings) -> Callable[[Callable[[int], None]], AuditR
     def prune(progress: Callable[[int], None]) -> AuditRetentionReport:
         database = open_database(settings.database_url)
         try:
-            retainer = AuditRetainer(
-                policy=AuditRetentionPolicy(retention_days=settings.audit_retention_days),
-                retention=PeeweeAuditRetention(database),
-                clock=SystemClock(),
-            )
-            return retainer.prune(progress)
+            return audit_retainer(settings, PeeweeAuditRetention(database), SystemClock()).prune(progress)
         finally:
             database.close()
 

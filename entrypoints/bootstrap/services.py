@@ -13,7 +13,9 @@ from domain.audit_retention import AuditRetainer, AuditRetentionPolicy
 from domain.completion import UploadCompletion
 from domain.faces import FacePolicy
 from domain.ports import (
+    AuditRetention,
     Authenticator,
+    Clock,
     FaceDetector,
     ImageSanitizer,
 )
@@ -36,6 +38,15 @@ def scrubber_for(settings: Settings) -> Scrubber:
     """The one scrubber: generic secrets plus this deployment's bucket names and fal key."""
     return Scrubber(
         [settings.uploads_bucket, settings.processed_bucket, settings.fal_api_key, settings.metrics_token]
+    )
+
+
+def audit_retainer(settings: Settings, retention: AuditRetention, clock: Clock) -> AuditRetainer:
+    """The audit trail's retention on ``retention``, as the sweep and `tryon audit prune` both run it."""
+    return AuditRetainer(
+        policy=AuditRetentionPolicy(retention_days=settings.audit_retention_days),
+        retention=retention,
+        clock=clock,
     )
 
 
@@ -136,11 +147,7 @@ def build_services(
             clock=clock,
             audit_retention=None
             if ports.audit_retention is None
-            else AuditRetainer(
-                policy=AuditRetentionPolicy(retention_days=settings.audit_retention_days),
-                retention=ports.audit_retention,
-                clock=clock,
-            ),
+            else audit_retainer(settings, ports.audit_retention, clock),
         ),
         upload_issuer=UploadIssuer(
             policy=UploadPolicy(
