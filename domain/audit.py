@@ -122,15 +122,16 @@ def result_stored(tryon: TryOn, now: datetime, result: TryOnResult) -> AuditEven
 
 def partition_dropped(month: str, rows: int, before: datetime, now: datetime) -> AuditEvent:
     """A whole month of audit events dropped by retention (Postgres: its partition detached and dropped)."""
-    details = {"month": month, "rows": rows, "before": _instant(before)}
+    details = {"month": month, "rows": rows, "before": instant_text(before)}
     return AuditEvent("audit.partition_dropped", None, month, SUCCESS, now, "retention", details)
 
 
 def rows_pruned(rows: int, before: datetime, now: datetime) -> AuditEvent:
     """A batch of audit events older than ``before`` deleted by `tryon audit prune` (SQLite)."""
-    details = {"rows": rows, "before": _instant(before)}
+    details = {"rows": rows, "before": instant_text(before)}
     return AuditEvent("audit.rows_pruned", None, None, SUCCESS, now, "retention", details)
 
 
-def _instant(moment: datetime) -> str:
+def instant_text(moment: datetime) -> str:
+    """An instant as the audit trail writes it: ISO 8601 in UTC with a ``Z`` (``2026-11-28T22:00:00Z``)."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

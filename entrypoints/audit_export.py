@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import TextIO
 
+from domain.audit import instant_text
 from entrypoints.bootstrap import AuditTrail
 
 
@@ -42,7 +43,7 @@ def export_audit(
     printed = 0
     for event in trail.events(start, user, end):
         line = {
-            "occurred_at": event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "occurred_at": instant_text(event.occurred_at),
             "event": event.event,
             "actor_id": event.actor_id,
             "subject_id": event.subject_id,
