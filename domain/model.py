@@ -98,8 +98,9 @@ class Upload:
     """A favourite result holds the selfie: its expiry found one past its deadline
     (``UploadRepository.keep_if_held``), or migration 9 did. The sweep does not list it. Every restart of
     its retention clears the mark (an unfavourite always restarts it), and the sweep re-checks each mark about
-    once a day and clears one no favourite justifies (``UploadRepository.recheck_kept``: migration 9's marks
-    can outlive the old code's unfavourite), so no selfie is kept by the mark alone."""
+    once a week (``SweepPolicy.kept_recheck_seconds``) and clears one no favourite justifies
+    (``UploadRepository.recheck_kept``: migration 9's marks can outlive the old code's unfavourite), so no
+    selfie is kept by the mark alone."""
 
     def source_expired(self, now: datetime) -> bool:
         """The selfie's deletion deadline has come (an upload that was never verified has none)."""
